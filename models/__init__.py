@@ -1,0 +1,1 @@
+"""Networks (EDVR), their building blocks, and checkpoint I/O."""

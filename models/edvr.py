@@ -1,0 +1,309 @@
+"""EDVR: Video Restoration with Enhanced Deformable Convolutional Networks.
+
+Numerically the reference EDVR (Wang et al., 2019, as maintained in BasicSR): same
+parameter names and shapes (so BasicSR checkpoints load unchanged), same outputs.
+The computation is spelled out in ``shared/reference/edvr_math.md``.
+
+Flow: per-frame features (L1, then an L2/L3 pyramid) -> PCD alignment of every
+frame to the centre frame -> fusion (TSA or a 1x1 conv) -> residual
+reconstruction -> two pixel-shuffle x2 -> + bilinear x4 of the centre frame.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ops.dcn import DCNv2Pack
+
+from .blocks import conv1x1, conv3x3, lrelu, residual_blocks, upsample2x, ResidualBlockNoBN
+
+LEVELS = ("l3", "l2", "l1")  # coarse to fine
+
+
+class PCDAlignment(nn.Module):
+    """Pyramid, Cascading and Deformable alignment of neighbour features to the reference.
+
+    ``forward(nbr_feat_l, ref_feat_l)``: lists [L1, L2, L3] of (N, F, H/2^i, W/2^i)
+    features of the neighbour and the reference frame; returns aligned (N, F, H, W).
+    N may hold many (batch, frame) pairs at once.
+    """
+
+    def __init__(self, num_feat: int = 64, deformable_groups: int = 8, dcn_backend: str | None = None):
+        super().__init__()
+        dcn = dict(kernel_size=3, padding=1, deformable_groups=deformable_groups, backend=dcn_backend)
+        self.offset_conv1 = nn.ModuleDict()
+        self.offset_conv2 = nn.ModuleDict()
+        self.offset_conv3 = nn.ModuleDict()
+        self.dcn_pack = nn.ModuleDict()
+        self.feat_conv = nn.ModuleDict()
+        for level in LEVELS:
+            self.offset_conv1[level] = conv3x3(num_feat * 2, num_feat)
+            if level == "l3":
+                self.offset_conv2[level] = conv3x3(num_feat, num_feat)
+            else:
+                self.offset_conv2[level] = conv3x3(num_feat * 2, num_feat)
+                self.offset_conv3[level] = conv3x3(num_feat, num_feat)
+            self.dcn_pack[level] = DCNv2Pack(num_feat, num_feat, **dcn)
+            if level != "l3":
+                self.feat_conv[level] = conv3x3(num_feat * 2, num_feat)
+        self.cas_offset_conv1 = conv3x3(num_feat * 2, num_feat)
+        self.cas_offset_conv2 = conv3x3(num_feat, num_feat)
+        self.cas_dcnpack = DCNv2Pack(num_feat, num_feat, **dcn)
+
+    def forward(self, nbr_feat_l: list[Tensor], ref_feat_l: list[Tensor]) -> Tensor:
+        up_offset = up_feat = None
+        for index, level in zip((2, 1, 0), LEVELS):
+            nbr, ref = nbr_feat_l[index], ref_feat_l[index]
+            offset = lrelu(self.offset_conv1[level](torch.cat((nbr, ref), dim=1)))
+            if level == "l3":
+                offset = lrelu(self.offset_conv2[level](offset))
+            else:
+                offset = lrelu(self.offset_conv2[level](torch.cat((offset, up_offset), dim=1)))
+                offset = lrelu(self.offset_conv3[level](offset))
+            feat = self.dcn_pack[level](nbr, offset)
+            if level != "l3":
+                feat = self.feat_conv[level](torch.cat((feat, up_feat), dim=1))
+            if level != "l1":
+                feat = lrelu(feat)
+                # "offset" is a feature map, not raw offsets: x2 keeps its scale per level.
+                up_offset = upsample2x(offset) * 2
+                up_feat = upsample2x(feat)
+        offset = torch.cat((feat, ref_feat_l[0]), dim=1)
+        offset = lrelu(self.cas_offset_conv2(lrelu(self.cas_offset_conv1(offset))))
+        return lrelu(self.cas_dcnpack(feat, offset))
+
+
+class TSAFusion(nn.Module):
+    """Temporal and Spatial Attention fusion: (B, T, F, H, W) -> (B, F, H, W).
+
+    H and W must be multiples of 4 (two stride-2 pools and two x2 upsamplings).
+    """
+
+    def __init__(self, num_feat: int = 64, num_frame: int = 5, center_frame_idx: int = 2):
+        super().__init__()
+        self.center_frame_idx = center_frame_idx
+        # temporal attention
+        self.temporal_attn1 = conv3x3(num_feat, num_feat)
+        self.temporal_attn2 = conv3x3(num_feat, num_feat)
+        self.feat_fusion = conv1x1(num_frame * num_feat, num_feat)
+        # spatial attention
+        self.max_pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.avg_pool = nn.AvgPool2d(3, stride=2, padding=1)
+        self.spatial_attn1 = conv1x1(num_frame * num_feat, num_feat)
+        self.spatial_attn2 = conv1x1(num_feat * 2, num_feat)
+        self.spatial_attn3 = conv3x3(num_feat, num_feat)
+        self.spatial_attn4 = conv1x1(num_feat, num_feat)
+        self.spatial_attn5 = conv3x3(num_feat, num_feat)
+        self.spatial_attn_l1 = conv1x1(num_feat, num_feat)
+        self.spatial_attn_l2 = conv3x3(num_feat * 2, num_feat)
+        self.spatial_attn_l3 = conv3x3(num_feat, num_feat)
+        self.spatial_attn_add1 = conv1x1(num_feat, num_feat)
+        self.spatial_attn_add2 = conv1x1(num_feat, num_feat)
+
+    def _pool(self, x: Tensor) -> Tensor:
+        """cat(maxpool, avgpool): (N, F, H, W) -> (N, 2F, H/2, W/2)."""
+        return torch.cat((self.max_pool(x), self.avg_pool(x)), dim=1)
+
+    def forward(self, aligned_feat: Tensor) -> Tensor:
+        b, t, c, h, w = aligned_feat.shape
+        # temporal attention: per-frame, per-pixel similarity to the reference frame
+        embedding_ref = self.temporal_attn1(aligned_feat[:, self.center_frame_idx])
+        embedding = self.temporal_attn2(aligned_feat.reshape(b * t, c, h, w)).view(b, t, c, h, w)
+        corr_prob = torch.sigmoid((embedding * embedding_ref.unsqueeze(1)).sum(dim=2, keepdim=True))
+        aligned_feat = (aligned_feat * corr_prob).reshape(b, t * c, h, w)
+
+        feat = lrelu(self.feat_fusion(aligned_feat))
+
+        # spatial attention, two pyramid levels
+        attn = lrelu(self.spatial_attn1(aligned_feat))
+        attn = lrelu(self.spatial_attn2(self._pool(attn)))
+        attn_level = lrelu(self.spatial_attn_l1(attn))
+        attn_level = lrelu(self.spatial_attn_l2(self._pool(attn_level)))
+        attn_level = upsample2x(lrelu(self.spatial_attn_l3(attn_level)))
+        attn = lrelu(self.spatial_attn3(attn)) + attn_level
+        attn = lrelu(self.spatial_attn4(attn))
+        attn = self.spatial_attn5(upsample2x(attn))
+        attn_add = self.spatial_attn_add2(lrelu(self.spatial_attn_add1(attn)))
+        return feat * torch.sigmoid(attn) * 2 + attn_add
+
+
+class Predeblur(nn.Module):
+    """Pre-deblurring module: (N, C_in, H, W) -> (N, F, H, W), or (N, F, H/4, W/4) with hr_in.
+
+    State-dict prefix ``predeblur.`` as the reference (its ``PredeblurModule``).
+    """
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, hr_in: bool = False):
+        super().__init__()
+        self.hr_in = hr_in
+        self.conv_first = conv3x3(num_in_ch, num_feat)
+        if hr_in:
+            self.stride_conv_hr1 = conv3x3(num_feat, num_feat, stride=2)
+            self.stride_conv_hr2 = conv3x3(num_feat, num_feat, stride=2)
+        self.stride_conv_l2 = conv3x3(num_feat, num_feat, stride=2)
+        self.stride_conv_l3 = conv3x3(num_feat, num_feat, stride=2)
+        self.resblock_l3 = ResidualBlockNoBN(num_feat)
+        self.resblock_l2_1 = ResidualBlockNoBN(num_feat)
+        self.resblock_l2_2 = ResidualBlockNoBN(num_feat)
+        self.resblock_l1 = nn.ModuleList(ResidualBlockNoBN(num_feat) for _ in range(5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat_l1 = lrelu(self.conv_first(x))
+        if self.hr_in:
+            feat_l1 = lrelu(self.stride_conv_hr2(lrelu(self.stride_conv_hr1(feat_l1))))
+        feat_l2 = lrelu(self.stride_conv_l2(feat_l1))
+        feat_l3 = lrelu(self.stride_conv_l3(feat_l2))
+
+        feat_l3 = upsample2x(self.resblock_l3(feat_l3))
+        feat_l2 = upsample2x(self.resblock_l2_2(self.resblock_l2_1(feat_l2) + feat_l3))
+        feat_l1 = self.resblock_l1[1](self.resblock_l1[0](feat_l1)) + feat_l2
+        for block in self.resblock_l1[2:]:
+            feat_l1 = block(feat_l1)
+        return feat_l1
+
+
+class EDVR(nn.Module):
+    """EDVR video restoration network.
+
+    Input (B, T, C_in, H, W) in [0, 1]; output (B, C_out, 4H, 4W), or (B, C_out, H, W)
+    with ``hr_in`` (deblurring: the network works at H/4 inside and restores full size).
+    H and W must be multiples of 4 (16 with ``hr_in``).
+
+    Args (the reference's names and defaults; EDVR-M = defaults, EDVR-L = num_feat 128,
+    num_reconstruct_block 40):
+        num_in_ch, num_out_ch: image channels in and out.
+        num_feat: feature channels F.
+        num_frame: frames per input window T.
+        deformable_groups: DCN offset groups G (F must be divisible by G).
+        num_extract_block, num_reconstruct_block: residual blocks before / after fusion.
+        center_frame_idx: index of the reference frame (None: T // 2).
+        hr_in: input at output resolution (deblurring); needs ``with_predeblur``.
+        with_predeblur: the pre-deblurring module replaces the first conv.
+        with_tsa: TSA fusion; False fuses with one 1x1 conv.
+        dcn_backend: DCN backend for every DCNv2Pack (None: ``$VIDRESTORE_DCN`` or auto).
+    """
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_frame: int = 5,
+        deformable_groups: int = 8,
+        num_extract_block: int = 5,
+        num_reconstruct_block: int = 10,
+        center_frame_idx: int | None = None,
+        hr_in: bool = False,
+        with_predeblur: bool = False,
+        with_tsa: bool = True,
+        dcn_backend: str | None = None,
+    ):
+        super().__init__()
+        center_frame_idx = num_frame // 2 if center_frame_idx is None else center_frame_idx
+        if not 0 <= center_frame_idx < num_frame:
+            raise ValueError(f"center_frame_idx: expected 0 <= index < num_frame={num_frame}, got {center_frame_idx}")
+        if num_feat % deformable_groups:
+            raise ValueError(f"num_feat ({num_feat}) must be divisible by deformable_groups ({deformable_groups})")
+        if hr_in and not with_predeblur:
+            raise ValueError(
+                "hr_in=True needs with_predeblur=True: the predeblur module is what reduces "
+                "the input resolution 4x"
+            )
+        self.num_in_ch = num_in_ch
+        self.num_frame = num_frame
+        self.center_frame_idx = center_frame_idx
+        self.hr_in = hr_in
+        self.with_predeblur = with_predeblur
+        self.with_tsa = with_tsa
+
+        # feature extraction
+        if with_predeblur:
+            self.predeblur = Predeblur(num_in_ch, num_feat, hr_in=hr_in)
+            self.conv_1x1 = conv1x1(num_feat, num_feat)
+        else:
+            self.conv_first = conv3x3(num_in_ch, num_feat)
+        self.feature_extraction = residual_blocks(num_extract_block, num_feat)
+        self.conv_l2_1 = conv3x3(num_feat, num_feat, stride=2)
+        self.conv_l2_2 = conv3x3(num_feat, num_feat)
+        self.conv_l3_1 = conv3x3(num_feat, num_feat, stride=2)
+        self.conv_l3_2 = conv3x3(num_feat, num_feat)
+
+        self.pcd_align = PCDAlignment(num_feat, deformable_groups, dcn_backend)
+        if with_tsa:
+            self.fusion = TSAFusion(num_feat, num_frame, center_frame_idx)
+        else:
+            self.fusion = conv1x1(num_frame * num_feat, num_feat)
+
+        # reconstruction and x4 upsampling
+        self.reconstruction = residual_blocks(num_reconstruct_block, num_feat)
+        self.upconv1 = conv3x3(num_feat, num_feat * 4)
+        self.upconv2 = conv3x3(num_feat, 64 * 4)
+        self.conv_hr = conv3x3(64, 64)
+        self.conv_last = conv3x3(64, num_out_ch)
+
+    @property
+    def dcn_packs(self) -> list[DCNv2Pack]:
+        """The four DCNv2Packs (L3, L2, L1, cascade), e.g. to read their offset magnitudes."""
+        return [module for module in self.modules() if isinstance(module, DCNv2Pack)]
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 5:
+            raise ValueError(f"EDVR input: expected (B, T, C, H, W), got shape {tuple(x.shape)}")
+        _, t, c, h, w = x.shape
+        if t != self.num_frame or c != self.num_in_ch:
+            raise ValueError(
+                f"EDVR input: expected T={self.num_frame} frames of C={self.num_in_ch} channels "
+                f"(B, T, C, H, W), got shape {tuple(x.shape)}"
+            )
+        multiple = 16 if self.hr_in else 4
+        if h % multiple or w % multiple:
+            raise ValueError(
+                f"EDVR input: H and W must be multiples of {multiple}"
+                f"{' (hr_in)' if self.hr_in else ''}, got {h}x{w}; pad the frames (e.g. reflect) "
+                "and crop the output"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        b, t, c, h, w = x.shape
+        x_center = x[:, self.center_frame_idx]
+
+        # L1 features of every frame, batch B*T
+        frames = x.reshape(b * t, c, h, w)
+        if self.with_predeblur:
+            feat_l1 = self.conv_1x1(self.predeblur(frames))
+        else:
+            feat_l1 = lrelu(self.conv_first(frames))
+        feat_l1 = self.feature_extraction(feat_l1)
+        feat_l2 = lrelu(self.conv_l2_2(lrelu(self.conv_l2_1(feat_l1))))
+        feat_l3 = lrelu(self.conv_l3_2(lrelu(self.conv_l3_1(feat_l2))))
+
+        # PCD: align every frame (the centre one too) to the centre frame, all B*T at once
+        nbr_feat_l = [feat_l1, feat_l2, feat_l3]
+        ref_feat_l = [self._centre_for_every_frame(feat, b, t) for feat in nbr_feat_l]
+        aligned = self.pcd_align(nbr_feat_l, ref_feat_l)
+        aligned = aligned.reshape(b, t, *aligned.shape[1:])
+
+        if self.with_tsa:
+            feat = self.fusion(aligned)
+        else:
+            feat = self.fusion(aligned.flatten(1, 2))
+
+        out = self.reconstruction(feat)
+        out = lrelu(F.pixel_shuffle(self.upconv1(out), 2))
+        out = lrelu(F.pixel_shuffle(self.upconv2(out), 2))
+        out = lrelu(self.conv_hr(out))
+        out = self.conv_last(out)
+        if self.hr_in:
+            base = x_center
+        else:
+            base = F.interpolate(x_center, scale_factor=4, mode="bilinear", align_corners=False)
+        return out + base
+
+    def _centre_for_every_frame(self, feat: Tensor, b: int, t: int) -> Tensor:
+        """(B*T, F, h, w) features -> the centre frame's, repeated T times, (B*T, F, h, w)."""
+        per_clip = feat.view(b, t, *feat.shape[1:])
+        centre = per_clip[:, self.center_frame_idx : self.center_frame_idx + 1]
+        return centre.expand_as(per_clip).reshape(feat.shape)

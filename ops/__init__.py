@@ -1,0 +1,1 @@
+"""Custom operators used by vidrestore's networks (see ``ops.dcn``)."""

@@ -1,0 +1,25 @@
+"""Modulated deformable convolution (DCNv2): op, layers and backend selection.
+
+``deform_conv2d`` is the op; ``ModulatedDeformConv2d`` and ``DCNv2Pack`` are the layers
+EDVR uses. Importing this package never fails: backends are loaded on first use and
+``auto`` falls back, with a logged reason, to one that can run.
+"""
+
+from .backends import BACKEND_ENV_VAR, BACKEND_NAMES, BackendUnavailable, available_backends, get_backend
+from .function import conv_output_size, deform_conv2d
+from .modules import OFFSET_DIVERGENCE_THRESHOLD, DCNv2Pack, ModulatedDeformConv2d
+from .reference import deform_conv2d_reference
+
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "BACKEND_NAMES",
+    "BackendUnavailable",
+    "DCNv2Pack",
+    "ModulatedDeformConv2d",
+    "OFFSET_DIVERGENCE_THRESHOLD",
+    "available_backends",
+    "conv_output_size",
+    "deform_conv2d",
+    "deform_conv2d_reference",
+    "get_backend",
+]
