@@ -62,7 +62,12 @@ def conv_output_size(
     )
 
 def _pair(value: IntPair, name: str, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, Sequence):
+        pair = tuple(value)
+    else:
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
         raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:

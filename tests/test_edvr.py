@@ -1,0 +1,166 @@
+"""EDVR: parameter names/shapes equal the reference's, shapes, checks, batched PCD."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.blocks import ResidualBlockNoBN
+from models.edvr import EDVR
+
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+if not REFERENCE_DIR.is_dir():  # CI clones the repo with shared/ beside it; allow a local copy too
+    REFERENCE_DIR = Path(__file__).resolve().parents[1] / "shared" / "reference"
+
+CONFIGS = {
+    "edvr_m": dict(),
+    "edvr_m_wotsa": dict(with_tsa=False),
+    "edvr_l": dict(num_feat=128, num_reconstruct_block=40),
+    "edvr_l_deblur": dict(num_feat=128, num_reconstruct_block=40, hr_in=True, with_predeblur=True),
+}
+PARAMETER_COUNTS = {"edvr_m": 3_300_131, "edvr_m_wotsa": 2_996_259, "edvr_l": 20_633_827, "edvr_l_deblur": 23_602_019}
+TINY = dict(num_feat=16, deformable_groups=4, num_extract_block=1, num_reconstruct_block=1)
+
+
+def read_reference(name: str) -> tuple[list[tuple[str, tuple[int, ...]]], int]:
+    path = REFERENCE_DIR / f"{name}_state_dict.txt"
+    if not path.is_file():
+        pytest.fail(f"reference file missing: {path} (the shared/ folder must sit beside the checkout)")
+    entries, count = [], None
+    for line in path.read_text().splitlines():
+        if line.startswith("# parameters:"):
+            count = int(line.split()[2])
+        elif line and not line.startswith("#"):
+            key, shape = line.split(" ", 1)
+            entries.append((key, tuple(ast.literal_eval(shape))))
+    return entries, count
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_state_dict_equals_the_reference(name):
+    net = EDVR(**CONFIGS[name])
+    expected, expected_count = read_reference(name)
+    ours = [(key, tuple(value.shape)) for key, value in net.state_dict().items()]
+    assert ours == expected  # same keys, same shapes, same order
+    count = sum(p.numel() for p in net.parameters())
+    assert count == expected_count == PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize(
+    "kwargs,in_shape,out_shape",
+    [
+        (dict(TINY), (2, 5, 3, 16, 20), (2, 3, 64, 80)),
+        (dict(TINY, with_tsa=False), (1, 5, 3, 12, 8), (1, 3, 48, 32)),
+        (dict(TINY, num_frame=3, center_frame_idx=0), (1, 3, 3, 8, 8), (1, 3, 32, 32)),
+        (dict(TINY, num_frame=7), (1, 7, 3, 8, 12), (1, 3, 32, 48)),
+        (dict(TINY, with_predeblur=True), (1, 5, 3, 16, 16), (1, 3, 64, 64)),
+        (dict(TINY, with_predeblur=True, hr_in=True), (1, 5, 3, 32, 48), (1, 3, 32, 48)),
+        (dict(TINY, num_in_ch=1, num_out_ch=1), (1, 5, 1, 8, 8), (1, 1, 32, 32)),
+    ],
+)
+def test_output_shapes(kwargs, in_shape, out_shape):
+    net = EDVR(**kwargs).eval()
+    with torch.no_grad():
+        assert tuple(net(torch.rand(in_shape)).shape) == out_shape
+
+
+def test_zero_residual_gives_the_bilinear_base():
+    """With conv_last zeroed the network outputs exactly the upsampled centre frame."""
+    net = EDVR(**TINY, num_frame=3, center_frame_idx=2).eval()
+    torch.nn.init.zeros_(net.conv_last.weight)
+    torch.nn.init.zeros_(net.conv_last.bias)
+    x = torch.rand(1, 3, 3, 8, 12)
+    expected = torch.nn.functional.interpolate(x[:, 2], scale_factor=4, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected, rtol=0, atol=0)
+
+
+def test_batched_pcd_equals_per_frame_alignment():
+    """All T frames go through PCD as one batch; the reference loops over frames."""
+    torch.manual_seed(0)
+    net = EDVR(**TINY).eval().double()
+    with torch.no_grad():  # non-zero offsets, so the DCNs really deform
+        for pack in net.dcn_packs:
+            pack.conv_offset.weight.normal_(0, 0.05)
+            pack.conv_offset.bias.normal_(0, 1.0)
+    captured = {}
+    hook = net.pcd_align.register_forward_hook(lambda m, args, out: captured.update(args=args, out=out))
+    b, t = 2, 5
+    with torch.no_grad():
+        net(torch.rand(b, t, 3, 16, 12, dtype=torch.float64))
+        hook.remove()
+        nbr_feat_l, _ = captured["args"]
+        per_clip = [f.view(b, t, *f.shape[1:]) for f in nbr_feat_l]
+        ref = [f[:, net.center_frame_idx] for f in per_clip]
+        looped = torch.stack([net.pcd_align([f[:, i] for f in per_clip], ref) for i in range(t)], dim=1)
+    assert min(p.offset_magnitude for p in net.dcn_packs) > 0.1
+    torch.testing.assert_close(captured["out"].view(b, t, *looped.shape[2:]), looped, rtol=0, atol=1e-12)
+
+
+def test_initialisation_follows_the_reference():
+    torch.manual_seed(0)
+    net = EDVR()
+    block = net.reconstruction[0]
+    assert isinstance(block, ResidualBlockNoBN)
+    expected_std = 0.1 * math.sqrt(2 / (64 * 9))  # kaiming normal (fan_in) x 0.1
+    assert block.conv1.weight.std().item() == pytest.approx(expected_std, rel=0.05)
+    assert block.conv1.bias.eq(0).all() and block.conv2.bias.eq(0).all()
+    for pack in net.dcn_packs:
+        assert pack.conv_offset.weight.eq(0).all() and pack.conv_offset.bias.eq(0).all()
+        assert pack.weight.abs().max() <= 1 / math.sqrt(64 * 9) and pack.bias.eq(0).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(TINY), dict(TINY, with_tsa=False, with_predeblur=True)])
+def test_every_parameter_gets_a_gradient(kwargs):
+    net = EDVR(**kwargs)
+    net(torch.rand(1, 5, 3, 8, 8)).abs().mean().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        ((5, 3, 16, 16), r"expected \(B, T, C, H, W\), got shape \(5, 3, 16, 16\)"),
+        ((1, 4, 3, 16, 16), r"expected T=5 frames of C=3 channels"),
+        ((1, 5, 1, 16, 16), r"expected T=5 frames of C=3 channels"),
+        ((1, 5, 3, 18, 16), r"H and W must be multiples of 4, got 18x16"),
+        ((1, 5, 3, 16, 10), r"H and W must be multiples of 4, got 16x10"),
+    ],
+)
+def test_bad_input_shapes_raise(shape, message):
+    with pytest.raises(ValueError, match=message):
+        EDVR(**TINY)(torch.rand(shape))
+
+
+def test_hr_in_needs_multiples_of_16():
+    net = EDVR(**TINY, hr_in=True, with_predeblur=True)
+    with pytest.raises(ValueError, match=r"multiples of 16 \(hr_in\), got 40x32"):
+        net(torch.rand(1, 5, 3, 40, 32))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(center_frame_idx=5), r"center_frame_idx: expected 0 <= index < num_frame=5, got 5"),
+        (dict(num_feat=20, deformable_groups=8), r"num_feat \(20\) must be divisible by deformable_groups \(8\)"),
+        (dict(hr_in=True), r"hr_in=True needs with_predeblur=True"),
+    ],
+)
+def test_bad_constructor_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EDVR(**kwargs)
+
+
+def test_backend_choice_reaches_every_dcn_pack():
+    net = EDVR(**TINY, dcn_backend="reference")
+    assert len(net.dcn_packs) == 4 and all(p.backend == "reference" for p in net.dcn_packs)
+    x = torch.rand(1, 5, 3, 8, 8)
+    other = EDVR(**TINY, dcn_backend="torchvision")
+    other.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), other(x), rtol=0, atol=1e-5)
