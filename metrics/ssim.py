@@ -10,7 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .psnr import _prepare, _prepare_torch
@@ -62,17 +61,15 @@ def ssim_torch(img: Tensor, img2: Tensor, crop_border: int = 0, test_y_channel: 
 
 
 def _ssim_per_image(x: Tensor, y: Tensor, window: Tensor) -> Tensor:
-    """(N, C, H, W) float64 on [0, 255] -> (N,) mean SSIM."""
-    channels = x.shape[1]
-    kernel = window.view(1, 1, WINDOW_SIZE, WINDOW_SIZE).expand(channels, 1, -1, -1)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, kernel, groups=channels)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sigma_x = blur(x * x) - mu_x**2
-    sigma_y = blur(y * y) - mu_y**2
-    sigma_xy = blur(x * y) - mu_x * mu_y
+    """(N, C, H, W) float64 on [0, 255] -> (N,) mean SSIM (``window``: the separable 2-D Gaussian)."""
+    g = window.sum(dim=1)  # the 1-D Gaussian: the window is its outer product with itself
+    # 'valid' separable filtering of the five maps at once (unfold + matmul: far faster than a
+    # float64 depthwise conv on CPU)
+    maps = torch.stack((x, y, x * x, y * y, x * y))
+    blurred = maps.unfold(3, WINDOW_SIZE, 1) @ g
+    blurred = blurred.unfold(4, WINDOW_SIZE, 1) @ g
+    mu_x, mu_y, xx, yy, xy = blurred
+    sigma_x, sigma_y, sigma_xy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + C1) * (2 * sigma_xy + C2)) / (
         (mu_x**2 + mu_y**2 + C1) * (sigma_x + sigma_y + C2)
     )

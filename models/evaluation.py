@@ -1,0 +1,122 @@
+"""Evaluation of a network on a test dataset: per-clip PSNR/SSIM as the EDVR papers report.
+
+Outputs are clamped to [0, 1] and quantised to 8 bits before measuring (as when they
+are saved as PNG, BasicSR's protocol); ground truth comes from 8-bit frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from metrics import psnr_torch, ssim_torch
+
+from .inference import restore_windows
+
+METRIC_FUNCTIONS = {"psnr": psnr_torch, "ssim": ssim_torch}
+
+
+@dataclass
+class EvalResult:
+    """Per-clip means of each metric, and their mean over clips."""
+
+    name: str
+    clips: dict[str, dict[str, float]] = field(default_factory=dict)  # clip -> metric -> mean
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(next(iter(self.clips.values()), {}))
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean([values[metric] for values in self.clips.values()]))
+
+    def table(self) -> str:
+        """A markdown table: one row per clip, then the average."""
+        names = self.metric_names
+        lines = ["| clip | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for clip, values in self.clips.items():
+            lines.append(f"| {clip} | " + " | ".join(_fmt(n, values[n]) for n in names) + " |")
+        lines.append("| **average** | " + " | ".join(_fmt(n, self.mean(n)) for n in names) + " |")
+        return "\n".join(lines)
+
+    def write_csv(self, path: Path) -> None:
+        names = self.metric_names
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["clip", *names])
+            for clip, values in self.clips.items():
+                writer.writerow([clip, *(f"{values[n]:.6f}" for n in names)])
+            writer.writerow(["average", *(f"{self.mean(n):.6f}" for n in names)])
+
+
+def quantize(img: Tensor) -> Tensor:
+    """Clamp to [0, 1] and round to 8-bit levels (what a saved PNG holds)."""
+    return (img.clamp(0, 1) * 255).round() / 255
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module,
+    dataset: Dataset,
+    name: str,
+    metrics: Mapping[str, object],
+    device: torch.device,
+    scale: int = 4,
+    num_workers: int = 0,
+    save_dir: Path | None = None,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Restore every item of ``dataset`` and measure it against its ``gt``.
+
+    ``metrics``: metric name ("psnr", "ssim") -> options with ``crop_border`` and
+    ``test_y_channel``. Frames are averaged per clip first, then clips are averaged.
+    ``save_dir``: restored frames are written there as ``<clip>/<frame>.png``.
+    """
+    was_training = net.training
+    net.eval()
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    for item in tqdm(loader, desc=f"eval {name}", unit="frame", disable=not progress, leave=False):
+        output = restore_windows(net, item["lq"].to(device), scale=scale, amp_dtype=amp_dtype)
+        output = quantize(output)
+        if save_dir is not None:
+            _save_png(output[0], save_dir / f"{item['key'][0]}.png")
+        if "gt" not in item:
+            continue
+        gt = item["gt"].to(device).double()
+        for metric, options in metrics.items():
+            value = METRIC_FUNCTIONS[metric](output.double(), gt, crop_border=options.crop_border,
+                                             test_y_channel=options.test_y_channel).item()
+            sums[item["clip"][0]][metric].append(value)
+    net.train(was_training)
+    clips = {clip: {m: _mean_finite(v) for m, v in per_metric.items()} for clip, per_metric in sums.items()}
+    return EvalResult(name, clips)
+
+
+def _mean_finite(values: list[float]) -> float:
+    """Mean over frames; a frame identical to its GT (PSNR inf) makes the clip inf too."""
+    return math.inf if any(math.isinf(v) for v in values) else float(np.mean(values))
+
+
+def _fmt(metric: str, value: float) -> str:
+    return f"{value:.4f}" if metric == "ssim" else f"{value:.2f}"
+
+
+def _save_png(img: Tensor, path: Path) -> None:
+    """(3, H, W) RGB in [0, 1] -> 8-bit PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    if not cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")

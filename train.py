@@ -1,0 +1,315 @@
+"""Train a video restoration network from an option file.
+
+    python train.py -opt options/train/edvr_m_wotsa_reds.yml [--set train.total_iter=1000] [--auto-resume]
+    torchrun --nproc_per_node=8 train.py -opt ...          # DDP (NCCL on GPU, gloo on CPU)
+
+The story, top to bottom: options -> processes and devices -> experiment folder and
+logs -> data -> network and restorer -> resume -> the loop (step, log, validate,
+checkpoint) -> final checkpoint. Every decision inside the loop is a function of the
+iteration number, so a resumed run continues exactly where the interrupted one was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+import options
+from data import DATASETS
+from data.sampling import SeededDataset, SeededSampler
+from models.checkpoint import CheckpointError, atomic_torch_save, load_network, save_network
+from models.evaluation import evaluate
+from models.restorer import Restorer
+from options.schema import NETWORKS
+
+logger = logging.getLogger("train")
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in the job: rank 0 of 1 when not launched by torchrun."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    opts = options.load(args.opt, args.set)
+    procs = setup_processes(args.dist_timeout)
+    try:
+        train(opts, procs, auto_resume=args.auto_resume)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a video restoration network.")
+    parser.add_argument("-opt", "--opt", required=True, help="option file (YAML)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override an option, e.g. --set train.optim.lr=2e-4 (repeatable)")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="resume from the latest complete training state of this experiment")
+    parser.add_argument("--dist-timeout", type=int, default=600,
+                        help="seconds a process waits for the others before the job fails (DDP)")
+    return parser.parse_args(argv)
+
+
+def setup_processes(timeout_s: int) -> Processes:
+    """Single process, or one process of a torchrun job (env:// rendezvous)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Processes(0, 1, device)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return Processes(dist.get_rank(), world_size, device)
+
+
+def train(opts: options.Options, procs: Processes, auto_resume: bool = False) -> Path:
+    if opts.train is None:
+        raise options.OptionsError(opts.name, "train", "train.py needs a train section")
+    if opts.datasets.train is None:
+        raise options.OptionsError(opts.name, "datasets.train", "train.py needs a training dataset")
+    exp_dir = Path(opts.path.experiments_root) / opts.name
+    setup_logging(exp_dir, procs)
+    seed_everything(opts.manual_seed)
+
+    # ---- data -------------------------------------------------------------------------------
+    train_opts = opts.datasets.train
+    train_set = train_opts.dataset.build(DATASETS)
+    sampler = SeededSampler(len(train_set), opts.manual_seed, procs.world_size, procs.rank)
+    batch_size = train_opts.batch_size_per_gpu
+    iters_per_epoch = sampler.num_samples // batch_size
+    if iters_per_epoch < 1:
+        raise ValueError(f"datasets.train: {len(train_set)} samples over {procs.world_size} process(es) "
+                         f"do not fill one batch of {batch_size}")
+    loader = DataLoader(SeededDataset(train_set), batch_size=batch_size, sampler=sampler, drop_last=True,
+                        num_workers=train_opts.num_worker_per_gpu, pin_memory=procs.device.type == "cuda",
+                        persistent_workers=False)
+    val_sets = [(v.name, v.dataset.build(DATASETS)) for v in opts.datasets.val] if procs.is_main else []
+    logger.info("training set: %d samples, %d iterations per epoch, batch %d per process x %d process(es)",
+                len(train_set), iters_per_epoch, batch_size, procs.world_size)
+
+    # ---- network and training recipe --------------------------------------------------------
+    net = opts.network.build(NETWORKS).to(procs.device)
+    logger.info("network: %s (%s parameters)", opts.network.type, f"{sum(p.numel() for p in net.parameters()):,}")
+    if opts.path.pretrain_network_g:
+        load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
+    restorer = Restorer(net, opts.train, procs.device, distributed=procs.world_size > 1)
+
+    # ---- resume -------------------------------------------------------------------------------
+    start_iter, best = 0, {}
+    state_path = find_resume_state(exp_dir, opts.path.resume_state, auto_resume)
+    if state_path is not None:
+        start_iter, best = resume(state_path, exp_dir, restorer)
+        logger.info("resumed from %s at iteration %d", state_path, start_iter)
+    elif procs.is_main:
+        (exp_dir / "options.yml").write_text(options.dump(opts))
+
+    tb = open_tensorboard(exp_dir) if opts.logger.use_tb_logger and procs.is_main else None
+    total_iter = opts.train.total_iter
+    batches = iterate_batches(loader, sampler, start_iter, iters_per_epoch, batch_size)
+    scale = 1 if getattr(net, "hr_in", False) else 4
+
+    # ---- the loop -----------------------------------------------------------------------------
+    timer = StepTimer()
+    for iteration in range(start_iter + 1, total_iter + 1):
+        epoch, batch = next(batches)
+        timer.data_ready()
+        stats = restorer.train_step(batch, iteration)
+        timer.step_done()
+
+        if iteration % opts.logger.print_freq == 0 or iteration == total_iter:
+            log_progress(iteration, total_iter, epoch, stats, timer, restorer, tb)
+        if iteration % opts.val.val_freq == 0 or iteration == total_iter:
+            validate(restorer, val_sets, opts, procs, iteration, best, tb, scale)
+        if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
+            save_checkpoint(exp_dir, restorer, iteration, best, procs)
+
+    if tb is not None:
+        tb.close()
+    logger.info("training done: %d iterations; experiment in %s", total_iter, exp_dir)
+    return exp_dir
+
+
+# ---- pieces of the story ----------------------------------------------------------------------
+
+
+def setup_logging(exp_dir: Path, procs: Processes) -> None:
+    """Rank 0 logs to the console and <exp>/logs/train.log; other ranks only warnings."""
+    level = logging.INFO if procs.is_main else logging.WARNING
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if procs.is_main:
+        (exp_dir / "logs").mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(exp_dir / "logs" / "train.log"))
+    fmt = f"%(asctime)s %(levelname)s [rank {procs.rank}] %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def iterate_batches(loader: DataLoader, sampler: SeededSampler, done_iters: int, iters_per_epoch: int,
+                    batch_size: int):
+    """Endless (epoch, batch) stream that starts right after ``done_iters`` iterations."""
+    epoch, skip = divmod(done_iters, iters_per_epoch)
+    while True:
+        sampler.set_epoch(epoch, start=skip * batch_size)
+        for batch in loader:
+            yield epoch, batch
+        epoch, skip = epoch + 1, 0
+
+
+class StepTimer:
+    """Seconds per iteration and data-loading seconds, averaged since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.mark = time.perf_counter()
+
+    def reset(self) -> None:
+        self.data_s = self.step_s = 0.0
+        self.count = 0
+
+    def data_ready(self) -> None:
+        now = time.perf_counter()
+        self.data_s += now - self.mark
+        self.mark = now
+
+    def step_done(self) -> None:
+        now = time.perf_counter()
+        self.step_s += now - self.mark
+        self.mark = now
+        self.count += 1
+
+
+def log_progress(iteration, total_iter, epoch, stats, timer: StepTimer, restorer: Restorer, tb) -> None:
+    loss = float(stats.loss)
+    per_iter = (timer.data_s + timer.step_s) / max(timer.count, 1)
+    eta = timedelta(seconds=int(per_iter * (total_iter - iteration)))
+    offsets = restorer.offset_magnitudes()
+    offset_text = f"{max(offsets):.2f}" if offsets else "n/a"
+    logger.info("iter %d/%d epoch %d lr %.3e loss %.4e | %.3f s/iter (data %.3f s) | eta %s | max mean|offset| %s%s",
+                iteration, total_iter, epoch, stats.lr, loss, per_iter, timer.data_s / max(timer.count, 1), eta,
+                offset_text, " | TSA warm-up: fusion only" if stats.fusion_only else "")
+    if tb is not None:
+        tb.add_scalar("train/loss", loss, iteration)
+        tb.add_scalar("train/lr", stats.lr, iteration)
+        if offsets:
+            tb.add_scalar("train/max_mean_abs_offset", max(offsets), iteration)
+    timer.reset()
+
+
+def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: int, best: dict, tb,
+             scale: int) -> None:
+    """Rank 0 evaluates every validation set (with the EMA weights when EMA is on)."""
+    if procs.is_main and val_sets:
+        net = restorer.net_ema if restorer.net_ema is not None else restorer.net
+        for name, dataset in val_sets:
+            save_dir = (Path(opts.path.experiments_root) / opts.name / "visualization" / f"{iteration}"
+                        if opts.val.save_img else None)
+            result = evaluate(net, dataset, name, opts.val.metrics, procs.device, scale=scale, save_dir=save_dir,
+                              amp_dtype=restorer.amp_dtype, progress=False)
+            for metric in result.metric_names:
+                value = result.mean(metric)
+                key = f"{name}/{metric}"
+                if key not in best or value > best[key]["value"]:
+                    best[key] = {"value": value, "iter": iteration}
+                logger.info("validation %s %s: %.4f (best %.4f @ iter %d)", name, metric, value,
+                            best[key]["value"], best[key]["iter"])
+                if tb is not None:
+                    tb.add_scalar(f"val/{key}", value, iteration)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dict, procs: Processes) -> None:
+    """Weights first, then the training state that refers to them (each written atomically)."""
+    if procs.is_main:
+        save_network(exp_dir / "models" / f"net_g_{iteration}.pth", restorer.net, restorer.net_ema)
+        state = {"iteration": iteration, "best": best, "restorer": restorer.state_dict(), "rng": rng_states()}
+        atomic_torch_save(state, exp_dir / "training_states" / f"{iteration}.state")
+        logger.info("saved checkpoint at iteration %d", iteration)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def find_resume_state(exp_dir: Path, explicit: str | None, auto_resume: bool) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if not auto_resume:
+        return None
+    states = sorted(exp_dir.glob("training_states/*.state"), key=lambda p: _iteration_of(p) or -1, reverse=True)
+    for path in states:
+        if _iteration_of(path) is not None and (exp_dir / "models" / f"net_g_{_iteration_of(path)}.pth").is_file():
+            return path
+    return None
+
+
+def resume(state_path: Path, exp_dir: Path, restorer: Restorer) -> tuple[int, dict]:
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{state_path}: cannot load the training state safely: {error}") from error
+    iteration = state["iteration"]
+    weights = exp_dir / "models" / f"net_g_{iteration}.pth"
+    load_network(restorer.net, weights, key="params")
+    if restorer.net_ema is not None:
+        load_network(restorer.net_ema, weights, key="params_ema")
+    restorer.load_state_dict(state["restorer"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return iteration, state["best"]
+
+
+def _iteration_of(path: Path) -> int | None:
+    match = re.fullmatch(r"(\d+)\.state", path.name)
+    return int(match.group(1)) if match else None
+
+
+def open_tensorboard(exp_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(exp_dir / "tb"))
+
+
+if __name__ == "__main__":
+    main()
