@@ -150,6 +150,7 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
             validate(restorer, val_sets, opts, procs, iteration, best, tb, scale)
         if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
             save_checkpoint(exp_dir, restorer, iteration, best, procs)
+        timer.restart()  # validation and checkpoints do not count as data or step time
 
     if tb is not None:
         tb.close()
@@ -193,6 +194,9 @@ class StepTimer:
 
     def __init__(self) -> None:
         self.reset()
+        self.restart()
+
+    def restart(self) -> None:
         self.mark = time.perf_counter()
 
     def reset(self) -> None:
@@ -252,7 +256,13 @@ def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: in
 
 
 def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dict, procs: Processes) -> None:
-    """Weights first, then the training state that refers to them (each written atomically)."""
+    """Weights first, then the training state that refers to them (each written atomically).
+
+    With several processes, the ranks' weights are compared first: rank 0 alone writes
+    them, so a silent divergence between ranks would otherwise go unnoticed.
+    """
+    if procs.world_size > 1:
+        check_ranks_agree(restorer, procs)
     if procs.is_main:
         save_network(exp_dir / "models" / f"net_g_{iteration}.pth", restorer.net, restorer.net_ema)
         state = {"iteration": iteration, "best": best, "restorer": restorer.state_dict(), "rng": rng_states()}
@@ -262,8 +272,23 @@ def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dic
         dist.barrier()
 
 
+def check_ranks_agree(restorer: Restorer, procs: Processes) -> None:
+    """Raise unless every rank holds the same weights (compares per-tensor float64 sums)."""
+    with torch.no_grad():
+        fingerprint = torch.stack([p.detach().double().sum() for p in restorer.net.parameters()]).to(procs.device)
+    gathered = [torch.empty_like(fingerprint) for _ in range(procs.world_size)]
+    dist.all_gather(gathered, fingerprint)
+    differing = [rank for rank, other in enumerate(gathered) if not torch.equal(other, gathered[0])]
+    if differing:
+        raise RuntimeError(f"ranks {differing} hold different weights from rank 0: the DDP job diverged")
+    logger.info("all %d ranks hold identical weights", procs.world_size)
+
+
 def rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state, in types that torch.load(weights_only=True) accepts."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -293,7 +318,8 @@ def resume(state_path: Path, exp_dir: Path, restorer: Restorer) -> tuple[int, di
         load_network(restorer.net_ema, weights, key="params_ema")
     restorer.load_state_dict(state["restorer"])
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    name, keys, position, has_gauss, cached = state["rng"]["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])

@@ -82,11 +82,11 @@ class Restorer:
             if not p.requires_grad:
                 p.grad = None
         if self.distributed:
-            # DDP registers hooks for the parameters that require grad when it is built: rebuild it
-            # at each phase change; unused parameters can only occur while some are frozen.
+            # DDP registers hooks for the parameters that require grad when it is built, so it is
+            # rebuilt at each phase change. Frozen parameters do not require grad, hence every
+            # parameter DDP knows is used: no find_unused_parameters (and its extra graph pass).
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=device_ids, find_unused_parameters=fusion_only)
+            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids)
         self._fusion_only = fusion_only
 
     # -- one step -----------------------------------------------------------------------------

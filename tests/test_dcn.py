@@ -333,3 +333,15 @@ def test_dcnv2_pack_deepcopies_with_a_fresh_monitor():
     clone = copy.deepcopy(pack)
     assert clone.offset_magnitude is None and pack.offset_magnitude == 0.0
     torch.testing.assert_close(clone.weight, pack.weight)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torchvision"])
+def test_autocast_runs_in_float32_and_returns_the_input_dtype(backend):
+    args = valid_inputs()
+    args["offset"] = torch.randn_like(args["offset"])
+    expected = deform_conv2d(**args, padding=1, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = args["x"].to(torch.bfloat16)  # as a preceding conv would produce under autocast
+        out = deform_conv2d(x, args["offset"], args["mask"], args["weight"], args["bias"], padding=1, backend=backend)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - expected).abs().max() < 0.05 * expected.abs().max()

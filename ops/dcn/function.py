@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from .backends import get_backend
@@ -38,6 +39,8 @@ def deform_conv2d(
         backend: "auto", "native", "torchvision" or "reference"; None reads
             ``$VIDRESTORE_DCN`` (default "auto"). See ``ops.dcn.backends``.
 
+    Under autocast the computation runs in float32 and the result has the dtype of x.
+
     Returns:
         (B, Cout, Ho, Wo) with Ho = (H + 2*pad - dilation*(kh-1) - 1) // stride + 1.
 
@@ -45,6 +48,13 @@ def deform_conv2d(
         ValueError: a tensor's shape, dtype or device does not fit, naming the tensor,
             what was expected and what was given.
     """
+    if torch.is_autocast_enabled(x.device.type):
+        # As torchvision: under autocast the op runs in float32 (sampling coordinates need it)
+        # and returns the dtype of x.
+        with torch.autocast(x.device.type, enabled=False):
+            as_float = [t.float() if t is not None else None for t in (x, offset, mask, weight, bias)]
+            out = deform_conv2d(*as_float, stride, padding, dilation, backend=backend)
+        return out.to(x.dtype)
     stride = _pair(stride, "stride", minimum=1)
     padding = _pair(padding, "padding", minimum=0)
     dilation = _pair(dilation, "dilation", minimum=1)
