@@ -1,48 +1,33 @@
-"""Pixel losses (prediction and target (N, C, H, W), same shape)."""
+"""Pixel losses between a prediction and its target (same shape, e.g. (N, C, H, W))."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+# per-element penalty of the difference d = pred - target
+PENALTIES = {
+    "CharbonnierLoss": lambda d, eps: torch.sqrt(d * d + eps),  # a smooth L1: EDVR's loss
+    "L1Loss": lambda d, eps: d.abs(),
+    "MSELoss": lambda d, eps: d * d,
+}
 
-class CharbonnierLoss(nn.Module):
-    """loss_weight * reduce(sqrt((pred - target)^2 + eps)): a smooth L1 (EDVR's loss)."""
 
-    def __init__(self, loss_weight: float = 1.0, reduction: str = "sum", eps: float = 1e-12):
+class PixelLoss(nn.Module):
+    """loss_weight * reduce(penalty(pred - target)), reduce = sum or mean over every element.
+
+    ``type``: "CharbonnierLoss" (sqrt(d^2 + eps)), "L1Loss" (|d|) or "MSELoss" (d^2).
+    """
+
+    def __init__(self, type: str = "CharbonnierLoss", loss_weight: float = 1.0, reduction: str = "sum",
+                 eps: float = 1e-12):
         super().__init__()
-        _check_reduction(reduction)
-        self.loss_weight, self.reduction, self.eps = loss_weight, reduction, eps
+        if type not in PENALTIES:
+            raise ValueError(f"pixel_loss.type: expected one of {', '.join(PENALTIES)}, got {type!r}")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"pixel_loss.reduction: expected 'sum' or 'mean', got {reduction!r}")
+        self.type, self.loss_weight, self.reduction, self.eps = type, loss_weight, reduction, eps
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        loss = torch.sqrt((pred - target) ** 2 + self.eps)
+        loss = PENALTIES[self.type](pred - target, self.eps)
         return self.loss_weight * (loss.sum() if self.reduction == "sum" else loss.mean())
-
-
-class L1Loss(nn.Module):
-    def __init__(self, loss_weight: float = 1.0, reduction: str = "mean", eps: float = 0.0):
-        super().__init__()
-        _check_reduction(reduction)
-        self.loss_weight, self.reduction = loss_weight, reduction
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.loss_weight * F.l1_loss(pred, target, reduction=self.reduction)
-
-
-class MSELoss(nn.Module):
-    def __init__(self, loss_weight: float = 1.0, reduction: str = "mean", eps: float = 0.0):
-        super().__init__()
-        _check_reduction(reduction)
-        self.loss_weight, self.reduction = loss_weight, reduction
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.loss_weight * F.mse_loss(pred, target, reduction=self.reduction)
-
-
-LOSSES = {"CharbonnierLoss": CharbonnierLoss, "L1Loss": L1Loss, "MSELoss": MSELoss}
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")

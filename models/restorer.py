@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ops.dcn import DCNv2Pack
 
 from .checkpoint import unwrap
-from .losses import LOSSES
+from .losses import PixelLoss
 from .schedulers import LRSchedule
 
 
@@ -56,7 +56,7 @@ class Restorer:
                 f"{train_opts.total_iter}: the schedule must cover every iteration"
             )
         loss = train_opts.pixel_loss
-        self.loss_fn = LOSSES[loss.type](loss_weight=loss.loss_weight, reduction=loss.reduction, eps=loss.eps)
+        self.loss_fn = PixelLoss(loss.type, loss.loss_weight, loss.reduction, loss.eps)
 
         self.net_ema = None
         if train_opts.ema_decay > 0:

@@ -266,3 +266,16 @@ def test_ddp_two_processes_on_cpu(demo, tmp_path):
     assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_4.pth"]
     log = (exp / "logs" / "train.log").read_text()
     assert "x 2 process(es)" in log and "all 2 ranks hold identical weights" in log
+
+
+def test_pixel_losses_against_hand_computed_values():
+    from models.losses import PixelLoss
+
+    pred, target = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert PixelLoss("CharbonnierLoss", reduction="sum", eps=0.0)(pred, target).item() == pytest.approx(9.0)
+    assert PixelLoss("CharbonnierLoss", reduction="mean", eps=1.0)(pred, target).item() == pytest.approx(
+        (1 + math.sqrt(5) + math.sqrt(10) + math.sqrt(17)) / 4)
+    assert PixelLoss("L1Loss", loss_weight=2.0, reduction="mean")(pred, target).item() == pytest.approx(4.5)
+    assert PixelLoss("MSELoss", reduction="sum")(pred, target).item() == pytest.approx(29.0)
+    with pytest.raises(ValueError, match="pixel_loss.type"):
+        PixelLoss("SSIMLoss")
