@@ -123,13 +123,11 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     restorer = Restorer(net, opts.train, procs.device, distributed=procs.world_size > 1)
 
     # ---- resume -------------------------------------------------------------------------------
-    start_iter, best = 0, {}
-    state_path = find_resume_state(exp_dir, opts.path.resume_state, auto_resume)
-    if state_path is not None:
-        start_iter, best = resume(state_path, exp_dir, restorer)
-        logger.info("resumed from %s at iteration %d", state_path, start_iter)
-    elif procs.is_main:
-        (exp_dir / "options.yml").write_text(options.dump(opts))
+    if procs.is_main:
+        remove_stale_temporaries(exp_dir)
+    start_iter, best = resume_training(exp_dir, opts.path.resume_state, auto_resume, restorer)
+    if start_iter == 0 and procs.is_main:
+        atomic_write_text(exp_dir / "options.yml", options.dump(opts))
 
     tb = open_tensorboard(exp_dir) if opts.logger.use_tb_logger and procs.is_main else None
     total_iter = opts.train.total_iter
@@ -264,9 +262,18 @@ def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dic
     if procs.world_size > 1:
         check_ranks_agree(restorer, procs)
     if procs.is_main:
-        save_network(exp_dir / "models" / f"net_g_{iteration}.pth", restorer.net, restorer.net_ema)
+        weights = exp_dir / "models" / f"net_g_{iteration}.pth"
+        state_path = exp_dir / "training_states" / f"{iteration}.state"
         state = {"iteration": iteration, "best": best, "restorer": restorer.state_dict(), "rng": rng_states()}
-        atomic_torch_save(state, exp_dir / "training_states" / f"{iteration}.state")
+        try:
+            save_network(weights, restorer.net, restorer.net_ema)
+            atomic_torch_save(state, state_path)
+        except OSError as error:
+            raise CheckpointError(
+                f"cannot write the checkpoint of iteration {iteration} ({error.strerror or error}): "
+                f"{weights} / {state_path} were not written (no partial file is left) and the previous "
+                "checkpoints are intact; free space and re-run with --auto-resume"
+            ) from error
         logger.info("saved checkpoint at iteration %d", iteration)
     if dist.is_initialized():
         dist.barrier()
@@ -294,19 +301,36 @@ def rng_states() -> dict:
     return states
 
 
-def find_resume_state(exp_dir: Path, explicit: str | None, auto_resume: bool) -> Path | None:
+def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, restorer: Restorer) -> tuple[int, dict]:
+    """Load the state to resume from: ``explicit`` (path.resume_state), else with ``auto_resume``
+    the newest loadable one of the experiment. An incomplete or corrupt newest state (a crash
+    while writing, a damaged disk) is skipped with a warning and the previous one is used.
+    Returns (iterations done, best validation results); (0, {}) for a fresh start."""
     if explicit:
-        return Path(explicit)
+        iteration, best = load_training_state(Path(explicit), exp_dir, restorer)
+        logger.info("resumed from %s at iteration %d", explicit, iteration)
+        return iteration, best
     if not auto_resume:
-        return None
-    states = sorted(exp_dir.glob("training_states/*.state"), key=lambda p: _iteration_of(p) or -1, reverse=True)
-    for path in states:
-        if _iteration_of(path) is not None and (exp_dir / "models" / f"net_g_{_iteration_of(path)}.pth").is_file():
-            return path
-    return None
+        return 0, {}
+    candidates = sorted((p for p in exp_dir.glob("training_states/*.state") if _iteration_of(p) is not None),
+                        key=_iteration_of, reverse=True)
+    for path in candidates:
+        try:
+            iteration, best = load_training_state(path, exp_dir, restorer)
+        except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
+            logger.warning("cannot resume from %s (%s): trying the previous training state", path, error)
+            continue
+        logger.info("resumed from %s at iteration %d", path, iteration)
+        return iteration, best
+    if candidates:
+        raise CheckpointError(f"{exp_dir}: none of the {len(candidates)} training states can be loaded "
+                              "(see the warnings above); move them away to start afresh")
+    logger.info("--auto-resume: no training state in %s, starting from scratch", exp_dir)
+    return 0, {}
 
 
-def resume(state_path: Path, exp_dir: Path, restorer: Restorer) -> tuple[int, dict]:
+def load_training_state(state_path: Path, exp_dir: Path, restorer: Restorer) -> tuple[int, dict]:
+    """Restore weights, EMA, optimizer, scaler and generators from a training state."""
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -324,6 +348,20 @@ def resume(state_path: Path, exp_dir: Path, restorer: Restorer) -> tuple[int, di
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return iteration, state["best"]
+
+
+def remove_stale_temporaries(exp_dir: Path) -> None:
+    """Temporary files left by a process killed while writing (never read by anyone)."""
+    for path in [*exp_dir.glob(".*.tmp"), *exp_dir.glob("*/.*.tmp")]:
+        logger.warning("removing %s, left by an interrupted write", path)
+        path.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _iteration_of(path: Path) -> int | None:

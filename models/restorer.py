@@ -8,11 +8,13 @@ iteration number, so a resumed run takes the same decisions as an uninterrupted 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ops.dcn import DCNv2Pack
@@ -22,11 +24,19 @@ from .losses import PixelLoss
 from .schedulers import LRSchedule
 
 
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive training steps had a NaN or infinite loss."""
+
+
 @dataclass
 class StepStats:
     loss: float | Tensor  # a device tensor: read it only when logging (reading syncs)
     lr: float
     fusion_only: bool
+    skipped: bool = False  # the loss was not finite: no update was made
 
 
 class Restorer:
@@ -66,6 +76,7 @@ class Restorer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=train_opts.amp == "fp16")
         self.model: nn.Module = net
         self._fusion_only: bool | None = None  # the phase the parameters are set up for
+        self.nonfinite_streak = 0  # consecutive steps skipped for a non-finite loss
 
     # -- what trains when ---------------------------------------------------------------------
 
@@ -107,6 +118,10 @@ class Restorer:
         loss = self.loss_fn(output.float(), gt)
 
         self.optimizer.zero_grad(set_to_none=True)
+        if not self._finite_on_every_rank(loss):
+            self._skip_nonfinite(loss, batch, iteration)
+            return StepStats(loss.detach(), self.optimizer.param_groups[0]["lr"], fusion_only, skipped=True)
+        self.nonfinite_streak = 0
         self.scaler.scale(loss).backward()
         if self.opts.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -116,6 +131,25 @@ class Restorer:
         if self.net_ema is not None:
             self.update_ema()
         return StepStats(loss.detach(), self.optimizer.param_groups[0]["lr"], fusion_only)
+
+    def _finite_on_every_rank(self, loss: Tensor) -> bool:
+        """Whether the loss is finite here and on every other rank (all must skip together, or DDP
+        would wait forever for the gradients of the rank that skipped). Reads one value per step."""
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.distributed:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
+    def _skip_nonfinite(self, loss: Tensor, batch: dict, iteration: int) -> None:
+        self.nonfinite_streak += 1
+        keys = batch.get("key", "?")
+        logger.warning("iteration %d: non-finite loss (%s on this rank); step skipped, weights unchanged "
+                       "(%d in a row; batch keys: %s)", iteration, float(loss.detach()), self.nonfinite_streak, keys)
+        if self.nonfinite_streak >= self.opts.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_streak} consecutive non-finite losses up to iteration {iteration} "
+                f"(train.max_nonfinite_steps): the training diverged; the last checkpoint is intact. Lower "
+                "train.optim.lr, set train.grad_clip, or check the data of the keys logged above")
 
     @torch.no_grad()
     def update_ema(self) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ class FieldSpec:
     doc: str = ""
     minimum: float | None = None
     maximum: float | None = None
+    pattern: str | None = None  # a string value must match this regular expression entirely
 
 
 @dataclass
@@ -64,9 +67,10 @@ class Registry:
 
 
 def option(default: Any = dataclasses.MISSING, doc: str = "", minimum: float | None = None,
-           maximum: float | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with documentation and numeric bounds for the validator."""
-    metadata = {"doc": doc, "minimum": minimum, "maximum": maximum}
+           maximum: float | None = None, pattern: str | None = None,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with documentation, numeric bounds and a string pattern for the validator."""
+    metadata = {"doc": doc, "minimum": minimum, "maximum": maximum, "pattern": pattern}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -83,7 +87,7 @@ def dataclass_fields(cls: type) -> list[FieldSpec]:
         else:
             required, default = True, None
         specs.append(FieldSpec(f.name, hints[f.name], required, default, f.metadata.get("doc", ""),
-                               f.metadata.get("minimum"), f.metadata.get("maximum")))
+                               f.metadata.get("minimum"), f.metadata.get("maximum"), f.metadata.get("pattern")))
     return specs
 
 
@@ -154,14 +158,19 @@ class Validator:
     def parse_float(self, value: Any, path: str) -> float:
         if isinstance(value, bool):
             raise self.error(path, f"expected a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 4e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 4e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise self.error(path, f"expected a number, got {value!r}")
+        if number is None:
+            raise self.error(path, f"expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise self.error(path, f"expected a finite number, got {value!r}")
+        return number
 
     def parse_union(self, args: tuple, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
@@ -204,7 +213,7 @@ class Validator:
         if "type" not in value:
             raise self.error(f"{path}.type", f"missing required key (one of {', '.join(names)})")
         name = value["type"]
-        if name not in registry.classes:
+        if not isinstance(name, str) or name not in registry.classes:
             raise self.error(f"{path}.type", f"unknown type {name!r}; expected one of "
                              f"{', '.join(names)}{self.closest(name, names)}")
         fields = signature_fields(registry.classes[name], registry.exclude)
@@ -232,6 +241,8 @@ class Validator:
         return parsed
 
     def check_bounds(self, f: FieldSpec, value: Any, path: str) -> None:
+        if isinstance(value, str) and f.pattern is not None and not re.fullmatch(f.pattern, value):
+            raise self.error(path, f"expected a value matching {f.pattern}, got {value!r}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
         if f.minimum is not None and value < f.minimum:

@@ -101,6 +101,8 @@ class TrainOptions:
     ema_decay: float = option(0.0, minimum=0, maximum=0.999999, doc="EMA of the weights (0: off; EDVR: 0.999)")
     grad_clip: float | None = option(None, minimum=0, doc="clip the gradient norm to this value (null: off)")
     amp: Literal["none", "bf16", "fp16"] = option("none", doc="mixed precision (fp16 uses a GradScaler)")
+    max_nonfinite_steps: int = option(10, minimum=1, doc="a step whose loss is NaN/inf is skipped with a warning; "
+                                                          "this many in a row stop the training")
     channels_last: bool = option(False, doc="run the network in channels_last memory format")
 
 
@@ -129,7 +131,8 @@ class LoggerOptions:
 class Options:
     """A whole option file."""
 
-    name: str = option(doc="experiment name: the folder under path.experiments_root / results_root")
+    name: str = option(doc="experiment name: the folder under path.experiments_root / results_root "
+                           "(letters, digits, . _ -)", pattern=r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
     network: Network = option(doc="the network: `type: EDVR` and EDVR's constructor arguments")
     datasets: DatasetsOptions = option(default_factory=DatasetsOptions)
     train: TrainOptions | None = option(None, doc="training recipe (needed by train.py)")

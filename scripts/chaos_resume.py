@@ -1,0 +1,139 @@
+"""Kill -9 a CPU training at random moments, resume it each time, compare with an uninterrupted run.
+
+    python scripts/chaos_resume.py [--kills 20] [--iters 12] [--seed 0] [--workdir DIR]
+
+A tiny EDVR is trained on demo clips (made from real footage) with a checkpoint at every
+iteration, so kills land in every phase: start-up, data loading, the step, and the middle
+of writing weights or training states. After each SIGKILL the run is restarted with
+``--auto-resume``; at the end its weights (``params`` and ``params_ema``) must be
+bit-identical to those of a run that was never interrupted. Exit status 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+from scripts.make_demo_data import make_demo_data  # noqa: E402
+
+
+def write_options(path: Path, data: Path, experiments: Path, iters: int) -> Path:
+    """A tiny EDVR recipe on the demo clips, a checkpoint at every iteration, no validation."""
+    path.write_text(f"""
+name: chaos
+manual_seed: 3
+network: {{type: EDVR, num_feat: 8, deformable_groups: 2, num_extract_block: 1, num_reconstruct_block: 1,
+          with_tsa: true}}
+datasets:
+  train:
+    dataset: {{type: REDSDataset, dataroot_gt: {data / 'train_sharp'}, dataroot_lq: {data / 'train_sharp_bicubic/X4'},
+              meta_info_file: {data / 'meta_info_demo_train_GT.txt'}, val_partition: null, gt_size: 32}}
+    batch_size_per_gpu: 2
+    num_worker_per_gpu: 1
+train:
+  total_iter: {iters}
+  scheduler: {{periods: [{iters}], restart_weights: [1], eta_min: 1.0e-6}}
+  optim: {{lr: 1.0e-3}}
+  tsa_iter: {iters // 3}
+  ema_decay: 0.9
+logger: {{print_freq: 1, save_checkpoint_freq: 1, use_tb_logger: false}}
+path: {{experiments_root: {experiments}}}
+""")
+    return path
+
+
+def train_command(options_path: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), "-opt", str(options_path), "--auto-resume"]
+
+
+def final_weights(experiments: Path, iters: int) -> dict:
+    return torch.load(experiments / "chaos" / "models" / f"net_g_{iters}.pth", weights_only=True)
+
+
+def run_chaos(kills: int, iters: int, seed: int, workdir: Path, log=print) -> bool:
+    """Returns True when the resumed run's final weights equal the uninterrupted run's."""
+    rng = random.Random(seed)
+    data = workdir / "demo"
+    if not data.exists():
+        make_demo_data(data, max_frames=6, progress=False)
+
+    reference_opts = write_options(workdir / "reference.yml", data, workdir / "reference", iters)
+    start = time.perf_counter()
+    subprocess.run(train_command(reference_opts), cwd=ROOT, check=True, capture_output=True)
+    duration = time.perf_counter() - start
+    log(f"uninterrupted run: {iters} iterations in {duration:.1f} s")
+
+    chaos_opts = write_options(workdir / "chaos.yml", data, workdir / "chaos", iters)
+    done_kills = attempts = 0
+    while done_kills < kills:
+        attempts += 1
+        if attempts > 10 * kills:
+            raise RuntimeError("the run keeps finishing before the kill: lower --iters' start-up share")
+        states = sorted(int(p.stem) for p in (workdir / "chaos" / "chaos" / "training_states").glob("*.state"))
+        left = 1 - (states[-1] if states else 0) / iters  # a resumed run has less to do
+        delay = rng.uniform(0.2, 1.0) * duration * max(left, 0.3)
+        process = subprocess.Popen(train_command(chaos_opts), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=delay)
+            log(f"  attempt {attempts}: the run finished before the kill at {delay:.1f} s; starting over")
+            _reset(workdir / "chaos")
+            continue
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        done_kills += 1
+        states = sorted(int(p.stem) for p in (workdir / "chaos" / "chaos" / "training_states").glob("*.state"))
+        log(f"  kill {done_kills}/{kills} at {delay:.1f} s; newest training state: "
+            f"{states[-1] if states else 'none'}")
+    result = subprocess.run(train_command(chaos_opts), cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        log(result.stdout[-2000:] + result.stderr[-2000:])
+        return False
+
+    expected, resumed = final_weights(workdir / "reference", iters), final_weights(workdir / "chaos", iters)
+    identical = all(
+        expected[key].keys() == resumed[key].keys()
+        and all(torch.equal(expected[key][name], resumed[key][name]) for name in expected[key])
+        for key in ("params", "params_ema")
+    )
+    log(f"{done_kills} kills: final weights {'bit-identical' if identical else 'DIFFER'} to the uninterrupted run")
+    return identical
+
+
+def _reset(experiments: Path) -> None:
+    """Forget a chaos run that finished unkilled, so the next attempt starts from scratch."""
+    import shutil
+
+    shutil.rmtree(experiments, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--iters", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        ok = run_chaos(args.kills, args.iters, args.seed, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            ok = run_chaos(args.kills, args.iters, args.seed, Path(tmp))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
