@@ -1,0 +1,98 @@
+"""REDS training dataset: random neighbour windows from clip folders, paired random crops."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+
+from torch.utils.data import Dataset
+
+from data.storage import group_by_clip, open_store, read_clip_meta
+from data.transforms import training_sample
+
+REDS4_CLIPS = ("000", "011", "015", "020")
+OFFICIAL_VAL_CLIPS = tuple(f"{i:03d}" for i in range(240, 270))
+VAL_PARTITIONS = {"REDS4": REDS4_CLIPS, "official": OFFICIAL_VAL_CLIPS}
+
+
+class REDSDataset(Dataset):
+    """Items ``{"lq": (T, 3, gt_size/scale, gt_size/scale), "gt": (3, gt_size, gt_size),
+    "key": "clip/frame"}``, float32 RGB in [0, 1]; ``lq`` holds ``num_frame`` frames around the GT frame.
+
+    Clips and their lengths come from ``meta_info_file`` (lines ``000 100 (720,1280,3)``, frames
+    named ``00000000``...) or, without one, from the GT store's keys. Clips of ``val_partition``
+    ("REDS4", "official" or None) are excluded. Each item is one frame of one clip (the list
+    repeated ``dataset_enlarge_ratio`` times); the neighbour ``interval`` is drawn from
+    ``interval_list``, and when the window does not fit around that frame a feasible centre is
+    drawn at random.
+    """
+
+    def __init__(
+        self,
+        dataroot_gt: str | os.PathLike,
+        dataroot_lq: str | os.PathLike,
+        meta_info_file: str | os.PathLike | None = None,
+        val_partition: str | None = "REDS4",
+        num_frame: int = 5,
+        gt_size: int = 256,
+        scale: int = 4,
+        interval_list: Sequence[int] = (1,),
+        random_reverse: bool = False,
+        use_hflip: bool = True,
+        use_rot: bool = True,
+        dataset_enlarge_ratio: int = 1,
+        io_backend: str = "auto",
+    ) -> None:
+        if num_frame < 1 or num_frame % 2 == 0:
+            raise ValueError(f"num_frame must be a positive odd number, got {num_frame}")
+        if val_partition is not None and val_partition not in VAL_PARTITIONS:
+            raise ValueError(
+                f"val_partition must be one of {list(VAL_PARTITIONS)} or None, got {val_partition!r}"
+            )
+        if not interval_list or min(interval_list) < 1:
+            raise ValueError(f"interval_list must hold positive integers, got {interval_list!r}")
+        self.gt_store = open_store(dataroot_gt, io_backend)
+        self.lq_store = open_store(dataroot_lq, io_backend)
+        self.num_frame, self.gt_size, self.scale = num_frame, gt_size, scale
+        self.interval_list = list(interval_list)
+        self.random_reverse, self.use_hflip, self.use_rot = random_reverse, use_hflip, use_rot
+        self.enlarge = int(dataset_enlarge_ratio)
+
+        if meta_info_file is not None:
+            clips = {clip: [f"{i:08d}" for i in range(n)] for clip, n in read_clip_meta(meta_info_file)}
+        else:
+            clips = group_by_clip(self.gt_store.keys())
+        excluded = set(VAL_PARTITIONS[val_partition]) if val_partition else set()
+        self.clips = {clip: frames for clip, frames in clips.items() if clip not in excluded}
+        if not self.clips:
+            raise ValueError(f"{self.gt_store}: no training clips left after excluding {val_partition!r}")
+        shortest = (num_frame - 1) * min(self.interval_list) + 1
+        for clip, frames in self.clips.items():
+            if len(frames) < shortest:
+                raise ValueError(
+                    f"clip {clip!r} has {len(frames)} frames; num_frame={num_frame} needs {shortest}"
+                )
+            for key in (f"{clip}/{frames[0]}", f"{clip}/{frames[-1]}"):
+                for store in (self.gt_store, self.lq_store):
+                    if key not in store:
+                        raise FileNotFoundError(f"{store}: frame {key!r} listed for clip {clip!r} is missing")
+        self.index = [(clip, i) for clip, frames in self.clips.items() for i in range(len(frames))]
+
+    def __len__(self) -> int:
+        return len(self.index) * self.enlarge
+
+    def __getitem__(self, index: int) -> dict:
+        clip, center = self.index[index % len(self.index)]
+        frames = self.clips[clip]
+        half = self.num_frame // 2
+        interval = random.choice([i for i in self.interval_list if 2 * half * i < len(frames)])
+        if not half * interval <= center < len(frames) - half * interval:
+            center = random.randint(half * interval, len(frames) - 1 - half * interval)
+        neighbours = [frames[center + k * interval] for k in range(-half, half + 1)]
+        if self.random_reverse and random.random() < 0.5:
+            neighbours.reverse()
+        key = f"{clip}/{frames[center]}"
+        lqs = [self.lq_store.read(f"{clip}/{name}") for name in neighbours]
+        gt = self.gt_store.read(key)
+        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot)

