@@ -1,30 +1,47 @@
-"""Evaluate a network on test sets: PSNR/SSIM per clip and their mean, as tables and CSV.
+"""Evaluate a network on test sets, or restore your own frames or video.
 
     python test.py -opt options/test/reds4.yml [--set path.pretrain_network_g=W.pth] [--bicubic]
+    python test.py --model W.pth --input frames_or_video --output OUT [--video out.mp4] [--tile 256]
 
+Evaluation (``-opt``):
 The weights (``path.pretrain_network_g``; ours or BasicSR's) are loaded into the
 network of the option file; every set of ``datasets.test`` is restored frame by frame
 (sliding temporal window) and measured as configured in ``val.metrics``. Results go
 to ``<results_root>/<name>/<set>.{csv,md}`` (and restored frames with ``val.save_img``).
 ``--bicubic`` adds the same table for MATLAB-bicubic upsampling of the centre frames,
 the baseline every restoration result is compared with.
+
+Restoration (``--input``): every frame of a folder of images or a video file is restored
+with a sliding window (see ``models/inference.py``); the architecture comes from ``--opt``,
+else from the weights file (ours record it; BasicSR's are read off their shapes). Outputs
+appear only when complete (written under a ``.partial`` name, then renamed).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
+import shutil
 import sys
+import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 import options
 from data import DATASETS
-from data.resize import imresize_torch
-from models.checkpoint import load_network
+from data.resize import imresize, imresize_torch
+from data.video_folder import VideoFolderDataset
+from metrics import psnr, ssim
+from models.checkpoint import CheckpointError, load_network, read_checkpoint
+from models.edvr import edvr_config_from_state_dict
 from models.evaluation import EvalResult, evaluate
+from models.inference import Tiling, restore_sequence
 from options.schema import NETWORKS
 
 logger = logging.getLogger("test")
@@ -41,15 +58,23 @@ class BicubicUpsampler(nn.Module):
         return imresize_torch(x[:, self.center_frame_idx].double(), scale=self.scale).float()
 
 
-def main(argv: list[str] | None = None) -> list[EvalResult]:
-    parser = argparse.ArgumentParser(description="Evaluate a network on test sets (PSNR/SSIM).")
-    parser.add_argument("-opt", "--opt", required=True, help="option file (YAML)")
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description="Evaluate a network on test sets (PSNR/SSIM), "
+                                                 "or restore a folder of frames or a video.")
+    parser.add_argument("-opt", "--opt", help="option file (YAML); with --input only its network section is used")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override an option, e.g. --set path.pretrain_network_g=W.pth (repeatable)")
     parser.add_argument("--bicubic", action="store_true", help="also report bicubic upsampling of the same frames")
+    add_restore_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout, force=True)
+    if args.input is not None or args.model is not None:
+        if args.input is None or args.model is None:
+            parser.error("restoring needs both --input and --model")
+        return restore(args)
+    if args.opt is None:
+        parser.error("give -opt OPTIONS.yml (evaluation) or --input/--model/--output (restoration)")
     opts = options.load(args.opt, args.set)
     return run(opts, bicubic=args.bicubic)
 
@@ -93,6 +118,196 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
                       f"{results[-1].mean(metric):.4f} (gain {gain:+.4f})", flush=True)
     logger.info("results written to %s", out_dir)
     return results
+
+
+
+# ---- restoring a user's own frames or video ---------------------------------------------------
+
+
+def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("restore a folder of frames or a video (no ground truth needed)")
+    group.add_argument("--input", type=Path, help="folder of frames (natural order) or a video file")
+    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema)")
+    group.add_argument("--output", type=Path, help="folder for the restored PNG frames (same names as the input)")
+    group.add_argument("--video", type=Path, help="also (or only) write an encoded video, e.g. out.mp4")
+    group.add_argument("--fps", type=float, help="fps of --video (default: the input video's, or 25)")
+    group.add_argument("--tile", type=int, help="restore in tiles of this many LR pixels (bounded memory)")
+    group.add_argument("--tile-overlap", type=int, default=32, help="context around each tile, LR pixels")
+    group.add_argument("--batch", type=int, default=1, help="windows per forward pass")
+    group.add_argument("--padding", default="reflection_circle",
+                       choices=["reflection_circle", "reflection", "replicate", "circle"],
+                       help="how windows are completed at the clip (or shot) borders")
+    group.add_argument("--scene-cuts", choices=["off", "auto"], default="off",
+                       help="auto: detect hard cuts and never let a window cross one")
+    group.add_argument("--cut-threshold", type=float, default=30.0,
+                       help="mean absolute difference (0-255, grey 1/8 thumbnails) that marks a cut")
+    group.add_argument("--compare", type=str, default="",
+                       help="frame indices (e.g. 0,10,50) to save side by side: bicubic | network | GT")
+    group.add_argument("--gt", type=Path, help="folder of ground-truth frames (same names): PSNR/SSIM table")
+    precision = group.add_mutually_exclusive_group()
+    precision.add_argument("--half", action="store_true", help="float16 autocast (GPU)")
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def build_restore_network(args: argparse.Namespace) -> nn.Module:
+    """The architecture from --opt, else from the weights' metadata, else read off the weights."""
+    if args.opt:
+        spec = options.load(args.opt, args.set).network
+        network_type, kwargs = spec.type, spec.kwargs
+    else:
+        checkpoint = read_checkpoint(args.model)
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get("network"), dict):
+            kwargs = dict(checkpoint["network"])
+            network_type = kwargs.pop("type", "EDVR")
+        else:
+            state = checkpoint.get("params_ema") or checkpoint.get("params") or checkpoint
+            try:
+                kwargs = edvr_config_from_state_dict(state)
+            except (ValueError, AttributeError) as error:
+                raise CheckpointError(f"{args.model}: cannot tell the architecture from the weights ({error}); "
+                                      "pass --opt with a network section") from error
+            network_type = "EDVR"
+            logger.info("architecture read off the weights: %s", kwargs)
+    if network_type not in NETWORKS:
+        raise CheckpointError(f"{args.model}: unknown network type {network_type!r}")
+    net = NETWORKS[network_type](**kwargs)
+    load_network(net, args.model, key="auto", strict=True)
+    return net
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse to mix new frames into an existing output, unless --overwrite."""
+    if args.output is None and args.video is None:
+        raise SystemExit("test.py --input: give --output DIR (PNG frames) and/or --video FILE")
+    if args.output is not None and args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
+        raise SystemExit(f"{args.output}: the output folder is not empty; pass --overwrite to replace it")
+    if args.video is not None and args.video.exists() and not args.overwrite:
+        raise SystemExit(f"{args.video}: exists; pass --overwrite to replace it")
+
+
+def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    fourcc = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}.get(path.suffix.lower())
+    if fourcc is None:
+        raise SystemExit(f"{path}: unsupported video container {path.suffix!r} (use .mp4, .avi, .mkv or .mov)")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise SystemExit(f"{path}: OpenCV cannot encode {fourcc} into {path.suffix} on this machine")
+    return writer
+
+
+def side_by_side(panels: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """Panels of equal size next to each other, each labelled in its top-left corner (RGB)."""
+    labelled = []
+    for panel, label in zip(panels, labels):
+        panel = np.ascontiguousarray(panel)
+        cv2.putText(panel, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        labelled.append(panel)
+    return np.concatenate(labelled, axis=1)
+
+
+def video_fps(path: Path) -> float:
+    """Frames per second recorded in a video file (25 when the container does not say)."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return fps if fps and np.isfinite(fps) and fps > 0 else 25.0
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+
+
+def read_gt(folder: Path, name: str) -> np.ndarray:
+    for suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
+        if (folder / f"{name}{suffix}").is_file():
+            bgr = cv2.imread(str(folder / f"{name}{suffix}"), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"{folder / (name + suffix)}: not a readable image")
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    raise FileNotFoundError(f"{folder}: no ground-truth frame named {name}.*")
+
+
+def restore(args: argparse.Namespace) -> dict:
+    """Restore every frame of --input; returns a summary (frames, seconds, fps, peak memory, metrics)."""
+    check_outputs(args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp_dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else None
+    if args.half and device.type != "cuda":
+        raise SystemExit("--half needs a CUDA GPU (float16 on CPU is slow and inaccurate); use --bf16 on CPU")
+    net = build_restore_network(args).to(device)
+    scale = 1 if net.hr_in else 4
+    multiple = 16 if net.hr_in else 4
+    source = VideoFolderDataset(args.input, num_frame=net.num_frame, padding=args.padding)
+    count, (height, width, _) = len(source), source.shape
+    compare = {int(i) for i in args.compare.split(",") if i.strip()} if args.compare else set()
+    fps = args.fps or (video_fps(args.input) if source.video is not None else 25.0)
+
+    partial = args.output.with_name(args.output.name + ".partial") if args.output else None
+    video_tmp = args.video.with_name(f".{args.video.stem}.partial{args.video.suffix}") if args.video else None
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    writer = open_video_writer(video_tmp, fps, (width * scale, height * scale)) if video_tmp else None
+    metrics: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    start = time.perf_counter()
+    try:
+        frames = restore_sequence(
+            net, source.read_frame, count, net.num_frame, device, padding=args.padding,
+            tiling=Tiling(args.tile, args.tile_overlap), scale=scale, multiple=multiple,
+            scene_cut_threshold=args.cut_threshold if args.scene_cuts == "auto" else None,
+            batch_size=args.batch, amp_dtype=amp_dtype)
+        for index, lq, restored in tqdm(frames, total=count, unit="frame", desc=f"restore {source.clip}"):
+            name = source.names[index]
+            if partial is not None:
+                write_png(partial / f"{name}.png", restored)
+            if writer is not None:
+                writer.write(cv2.cvtColor(restored, cv2.COLOR_RGB2BGR))
+            gt = read_gt(args.gt, name) if args.gt is not None else None
+            if gt is not None:
+                if gt.shape != restored.shape:
+                    raise ValueError(f"{args.gt}/{name}: ground truth is {gt.shape[1]}x{gt.shape[0]}, "
+                                     f"the restored frame {restored.shape[1]}x{restored.shape[0]}")
+                metrics["psnr"].append(psnr(restored, gt))
+                metrics["ssim"].append(ssim(restored, gt))
+            if index in compare:
+                bicubic = imresize(lq, scale) if scale != 1 else lq
+                panels, labels = [bicubic, restored], ["bicubic", type(net).__name__]
+                if gt is not None:
+                    panels, labels = panels + [gt], labels + ["GT"]
+                folder = (partial if partial is not None else args.video.parent) / "compare"
+                folder.mkdir(exist_ok=True)
+                write_png(folder / f"{name}.png", side_by_side(panels, labels))
+    except BaseException:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if video_tmp is not None:
+            video_tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if writer is not None:
+            writer.release()
+    seconds = time.perf_counter() - start
+
+    if metrics["psnr"]:
+        table = (f"| frames | PSNR | SSIM |\n|---|---|---|\n| {len(metrics['psnr'])} | "
+                 f"{np.mean(metrics['psnr']):.2f} | {np.mean(metrics['ssim']):.4f} |")
+        print(table)
+        (partial or args.video.parent).joinpath("metrics.md").write_text(table + "\n")
+    if partial is not None:  # only now does the output folder appear, complete
+        if args.output.exists():
+            shutil.rmtree(args.output)
+        partial.rename(args.output)
+    if video_tmp is not None:
+        video_tmp.replace(args.video)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary = {"frames": count, "seconds": seconds, "fps": count / seconds, "peak_rss_mib": peak_rss_mib,
+               "psnr": float(np.mean(metrics["psnr"])) if metrics["psnr"] else None}
+    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""
+    print(f"restored {count} frames of {width}x{height} -> {width * scale}x{height * scale} in {seconds:.1f} s "
+          f"({summary['fps']:.2f} frames/s), peak RSS {peak_rss_mib:.0f} MiB{gpu}", flush=True)
+    return summary
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
         if iteration % opts.val.val_freq == 0 or iteration == total_iter:
             validate(restorer, val_sets, opts, procs, iteration, best, tb, scale)
         if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
-            save_checkpoint(exp_dir, restorer, iteration, best, procs)
+            save_checkpoint(exp_dir, restorer, iteration, best, procs, options.to_plain(opts.network))
         timer.restart()  # validation and checkpoints do not count as data or step time
 
     if tb is not None:
@@ -253,7 +253,8 @@ def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: in
         dist.barrier()
 
 
-def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dict, procs: Processes) -> None:
+def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dict, procs: Processes,
+                    network_spec: dict) -> None:
     """Weights first, then the training state that refers to them (each written atomically).
 
     With several processes, the ranks' weights are compared first: rank 0 alone writes
@@ -266,7 +267,7 @@ def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dic
         state_path = exp_dir / "training_states" / f"{iteration}.state"
         state = {"iteration": iteration, "best": best, "restorer": restorer.state_dict(), "rng": rng_states()}
         try:
-            save_network(weights, restorer.net, restorer.net_ema)
+            save_network(weights, restorer.net, restorer.net_ema, network=network_spec)
             atomic_torch_save(state, state_path)
         except OSError as error:
             raise CheckpointError(

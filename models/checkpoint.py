@@ -76,16 +76,36 @@ def save_network(
     path: str | os.PathLike,
     params: nn.Module | Mapping[str, Tensor],
     params_ema: nn.Module | Mapping[str, Tensor] | None = None,
+    network: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``{"params": ..., "params_ema": ...}`` atomically (BasicSR-compatible).
+    """Write ``{"params": ..., "params_ema": ..., "network": ...}`` atomically (BasicSR-compatible).
 
     Tensors are moved to the CPU and wrapper prefixes (``module.``, ``_orig_mod.``)
-    removed, so the file loads into a plain network on any device.
+    removed, so the file loads into a plain network on any device. ``network`` (plain
+    values: ``{"type": "EDVR", **constructor arguments}``) lets a restore rebuild the
+    architecture from the file alone; BasicSR ignores the extra key.
     """
-    checkpoint = {"params": _clean_state_dict(params)}
+    checkpoint: dict[str, Any] = {"params": _clean_state_dict(params)}
     if params_ema is not None:
         checkpoint["params_ema"] = _clean_state_dict(params_ema)
+    if network is not None:
+        checkpoint["network"] = dict(network)
     atomic_torch_save(checkpoint, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """The raw content of a weights file, loaded safely (weights_only), for metadata lookups."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: cannot be loaded safely (torch.load with weights_only=True): {error}\n"
+            "The file is corrupt, not a PyTorch weights file, or holds Python objects that "
+            "would need arbitrary code to unpickle (refused: only tensors and plain containers load)."
+        ) from error
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -125,16 +145,7 @@ def unwrap(net: nn.Module) -> nn.Module:
 def _read_state_dict(path: Path, key: str) -> tuple[dict[str, Tensor], str]:
     if key not in ("auto",) + PARAM_KEYS:
         raise ValueError(f"key: expected 'auto', 'params' or 'params_ema', got {key!r}")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"{path}: cannot be loaded safely (torch.load with weights_only=True): {error}\n"
-            "The file is corrupt, not a PyTorch weights file, or holds Python objects that "
-            "would need arbitrary code to unpickle (refused: only tensors and plain containers load)."
-        ) from error
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict of weights, got {type(checkpoint).__name__}")
 

@@ -307,3 +307,35 @@ class EDVR(nn.Module):
         per_clip = feat.view(b, t, *feat.shape[1:])
         centre = per_clip[:, self.center_frame_idx : self.center_frame_idx + 1]
         return centre.expand_as(per_clip).reshape(feat.shape)
+
+
+def edvr_config_from_state_dict(state_dict: dict) -> dict:
+    """EDVR constructor arguments read off a state dict's keys and shapes (e.g. a BasicSR file).
+
+    ``center_frame_idx`` cannot be seen in the weights: the default (num_frame // 2) is assumed.
+    """
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state_dict:
+            raise ValueError(f"not an EDVR state dict: key {key!r} is missing")
+        return tuple(state_dict[key].shape)
+
+    def count_blocks(prefix: str) -> int:
+        return len({k.split(".")[1] for k in state_dict if k.startswith(prefix + ".")})
+
+    with_predeblur = "predeblur.conv_first.weight" in state_dict
+    num_feat, num_in_ch = shape("predeblur.conv_first.weight" if with_predeblur else "conv_first.weight")[:2]
+    with_tsa = "fusion.temporal_attn1.weight" in state_dict
+    fusion_in = shape("fusion.feat_fusion.weight" if with_tsa else "fusion.weight")[1]
+    kernel_points = 9
+    return {
+        "num_in_ch": num_in_ch,
+        "num_out_ch": shape("conv_last.weight")[0],
+        "num_feat": num_feat,
+        "num_frame": fusion_in // num_feat,
+        "deformable_groups": shape("pcd_align.dcn_pack.l1.conv_offset.weight")[0] // (3 * kernel_points),
+        "num_extract_block": count_blocks("feature_extraction"),
+        "num_reconstruct_block": count_blocks("reconstruction"),
+        "hr_in": "predeblur.stride_conv_hr1.weight" in state_dict,
+        "with_predeblur": with_predeblur,
+        "with_tsa": with_tsa,
+    }

