@@ -108,8 +108,17 @@ GRADCHECK_CASES = [
 ]
 
 
+@pytest.fixture
+def one_thread():
+    """gradcheck makes thousands of tiny calls; a second BLAS thread only adds wake-ups."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: c.id)
-def test_reference_gradcheck(case: DcnCase):
+def test_reference_gradcheck(case: DcnCase, one_thread):
     tensors, kwargs = make_inputs(case, torch.float64, requires_grad=True, seed=3)
     names = [n for n in INPUT_NAMES if tensors[n] is not None]
 
@@ -135,6 +144,12 @@ def test_reference_offset_gradient_at_whole_pixels_is_the_forward_difference():
     expected_dy[4] = -x[0, 0, 4]  # row 5 is outside: counts as 0
     torch.testing.assert_close(grads["reference"][0, 0], expected_dy)
     torch.testing.assert_close(grads["reference"], grads["torchvision"])
+
+
+def test_reference_accepts_non_contiguous_inputs():
+    tensors, kwargs = make_inputs(CASES[3], torch.float64)
+    strided, _ = make_inputs(CASES[3], torch.float64, contiguous=False)
+    torch.testing.assert_close(run(strided, kwargs, "reference"), run(tensors, kwargs, "reference"), rtol=0, atol=0)
 
 
 def test_half_precision_inputs_run_in_float32_inside_the_reference():

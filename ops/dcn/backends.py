@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .reference import deform_conv2d_reference
@@ -45,9 +46,36 @@ class Backend:
 
 
 def _load_native() -> KernelFn:
-    raise BackendUnavailable(
-        "the native CPU/CUDA DCN kernels are not part of this version of vidrestore yet"
-    )
+    """Build (first use, cached on disk) and load the compiled kernels (``ops.dcn._ext``).
+
+    A build failure warns once (why, and how to fix it) and raises BackendUnavailable,
+    so ``auto`` falls back. Inputs on a device the library has no kernel for (CUDA
+    tensors with the CPU-only build) run on torchvision, with a one-time warning.
+    Float16/bfloat16 CPU inputs are computed in float32 (as the reference does).
+    """
+    from . import _ext  # imported here: importing ops.dcn never builds anything
+
+    try:
+        library = _ext.load()
+    except _ext.NativeBuildError as error:
+        _ext.warn_once(f"vidrestore DCN: native kernels unavailable, using a fallback: {error}")
+        raise BackendUnavailable(str(error)) from error
+    native_op = torch.ops.vidrestore.deform_conv2d
+
+    def forward(x, offset, mask, weight, bias, stride, padding, dilation):
+        if x.device.type not in library.devices:
+            _ext.warn_once(
+                f"vidrestore DCN: the native library was built without {x.device.type} kernels "
+                f"(set {_ext.CUDA_ENV_VAR}=1 and run `python -m ops.dcn.build` where nvcc is installed); "
+                f"{x.device.type} inputs run on torchvision"
+            )
+            return _load_torchvision()(x, offset, mask, weight, bias, stride, padding, dilation)
+        if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+            tensors = [t.float() if t is not None else None for t in (x, offset, mask, weight, bias)]
+            return native_op(*tensors, stride, padding, dilation).to(x.dtype)
+        return native_op(x, offset, mask, weight, bias, stride, padding, dilation)
+
+    return forward
 
 
 def _load_torchvision() -> KernelFn:
@@ -107,7 +135,8 @@ def _resolve(name: str) -> Backend:
             reason = "auto: best available" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
             backend = Backend(candidate, reason, forward)
             break
-    logger.info("DCN backend: %s (%s)", backend.name, backend.reason)
+    if not torch.compiler.is_compiling():  # dynamo cannot trace logging; eager calls log the choice
+        logger.info("DCN backend: %s (%s)", backend.name, backend.reason)
     return backend
 
 

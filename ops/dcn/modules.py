@@ -147,7 +147,8 @@ class OffsetMonitor:
         self.__init__()
 
     def record(self, offset: Tensor) -> None:
-        magnitude = offset.detach().abs().mean()
+        offset = offset.detach()
+        magnitude = torch.linalg.vector_norm(offset, ord=1) / offset.numel()  # mean |offset|, no |.| copy
         if not magnitude.is_cuda:
             self._update(float(magnitude))
             return

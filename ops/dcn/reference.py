@@ -60,7 +60,7 @@ def deform_conv2d_reference(
     groups = in_channels // in_per_group
 
     # Sample coordinates, (B, G, K, Ho, Wo) each.
-    offset = offset.view(batch, deform_groups, num_points, 2, out_h, out_w)
+    offset = offset.reshape(batch, deform_groups, num_points, 2, out_h, out_w)
     rows, cols = _kernel_grid(
         (out_h, out_w), (kernel_h, kernel_w), stride, padding, dilation, x.device, x.dtype
     )
@@ -78,7 +78,7 @@ def deform_conv2d_reference(
 
     modulation = inside.to(x.dtype)
     if mask is not None:
-        modulation = modulation * mask.view(batch, deform_groups, num_points, out_h, out_w)
+        modulation = modulation * mask.reshape(batch, deform_groups, num_points, out_h, out_w)
 
     # Gather the four corners from x viewed as (B, G, C/G, H*W).
     flat_x = x.reshape(batch, deform_groups, channels_per_deform_group, height * width)
@@ -92,7 +92,7 @@ def deform_conv2d_reference(
     for corner_y, corner_x, corner_weight in corners:
         valid = (corner_y >= 0) & (corner_y < height) & (corner_x >= 0) & (corner_x < width)
         index = (corner_y.clamp(0, height - 1) * width + corner_x.clamp(0, width - 1))
-        index = index.view(batch, deform_groups, 1, -1).expand(-1, -1, channels_per_deform_group, -1)
+        index = index.reshape(batch, deform_groups, 1, -1).expand(-1, -1, channels_per_deform_group, -1)
         values = torch.gather(flat_x, 3, index)
         scale = (corner_weight * valid.to(x.dtype) * modulation).view(batch, deform_groups, 1, -1)
         columns = columns + values * scale

@@ -1,0 +1,364 @@
+"""The native DCNv2 kernels (ops/dcn/csrc): parity with the reference, gradients, determinism,
+torch.compile, and the build (JIT cache, ahead-of-time, CUDA source, failure fallback).
+
+The CPU library is JIT-built on first use into the torch extensions cache (about 20 s on
+2 cores, then reused). CUDA runtime tests skip without a GPU; the CUDA build test compiles
+the CUDA source wherever nvcc is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from ops.dcn import DCNv2Pack, deform_conv2d
+from tests.dcn_cases import CASES, DcnCase, make_inputs
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")
+REPO = Path(__file__).resolve().parents[1]
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def native():
+    """The loaded native library (built on first use). Fails, not skips, when the build fails
+    on a machine that has a compiler: a broken kernel source must not pass silently."""
+    from ops.dcn import _ext
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler: the native DCN kernels cannot be built here")
+    return _ext.load()
+
+
+def run(tensors: dict, kwargs: dict, backend: str) -> torch.Tensor:
+    t = tensors
+    return deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"], **kwargs, backend=backend)
+
+
+def outputs_and_grads(tensors: dict, kwargs: dict, backend: str) -> dict[str, torch.Tensor]:
+    """Output and the gradients of every input for a fixed, non-uniform upstream gradient."""
+    leaves = {k: v.detach().clone().requires_grad_(True) if v is not None else None for k, v in tensors.items()}
+    out = run(leaves, kwargs, backend)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+    (out * upstream).sum().backward()
+    result = {"out": out.detach()}
+    result.update({f"grad_{name}": t.grad for name, t in leaves.items() if t is not None})
+    return result
+
+
+def assert_close_to_reference(tensors: dict, kwargs: dict, tolerance: float) -> None:
+    ours = outputs_and_grads(tensors, kwargs, "native")
+    # The reference gets contiguous copies of the same values (it needs contiguous offsets).
+    contiguous = {k: v.contiguous() if v is not None else None for k, v in tensors.items()}
+    expected = outputs_and_grads(contiguous, kwargs, "reference")
+    assert ours.keys() == expected.keys()
+    for name in ours:
+        assert ours[name].shape == expected[name].shape, name
+        error = (ours[name] - expected[name]).abs().max().item() if ours[name].numel() else 0.0
+        assert error <= tolerance, f"{name}: max |native - reference| = {error:.3g} > {tolerance:g}"
+
+
+# ---- CPU parity ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_native_matches_reference(native, case: DcnCase, dtype: torch.dtype, contiguous: bool):
+    tensors, kwargs = make_inputs(case, dtype, contiguous=contiguous)
+    assert_close_to_reference(tensors, kwargs, TOLERANCE[dtype])
+
+
+def test_native_is_actually_used(native):
+    """The op really dispatches to the compiled kernel (not a silent fallback)."""
+    tensors, kwargs = make_inputs(CASES[0], torch.float64)
+    t = tensors
+    direct = torch.ops.vidrestore.deform_conv2d(
+        t["x"], t["offset"], t["mask"], t["weight"], t["bias"], kwargs["stride"], kwargs["padding"], kwargs["dilation"]
+    )
+    torch.testing.assert_close(direct, run(tensors, kwargs, "native"), rtol=0, atol=0)
+    assert "cpu" in native.devices
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_native_is_correct_for_any_thread_count(native, threads, batch):
+    """The backward's work split (whole images per slot, or bands of one image with private
+    input-gradient buffers) changes with the thread count; every split must be right.
+    (The problem is big enough for the kernels to use several threads.)"""
+    case = DcnCase(batch=batch, in_channels=32, out_channels=32, height=24, width=20, deform_groups=4,
+                   groups=2, offset_scale=3.0)
+    tensors, kwargs = make_inputs(case, torch.float64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert_close_to_reference(tensors, kwargs, TOLERANCE[torch.float64])
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_native_half_precision_on_cpu_computes_in_float32(native, dtype):
+    tensors, kwargs = make_inputs(CASES[1], torch.float32)
+    expected = run(tensors, kwargs, "reference")
+    half = {k: v.to(dtype) if v is not None else None for k, v in tensors.items()}
+    out = run(half, kwargs, "native")
+    assert out.dtype == dtype
+    assert (out.float() - expected).abs().max() < 0.1
+
+
+GRADCHECK_CASES = [
+    DcnCase(batch=2, in_channels=4, out_channels=2, height=5, width=6, deform_groups=2, offset_scale=1.5),
+    DcnCase(batch=1, in_channels=4, out_channels=4, height=6, width=5, stride=2, padding=2, dilation=2,
+            groups=2, offset_scale=3.0),
+    DcnCase(batch=1, in_channels=2, out_channels=2, height=4, width=4, masked=False, offset_scale=1.0),
+    DcnCase(batch=2, in_channels=4, out_channels=4, height=4, width=5, deform_groups=4, groups=4,
+            bias=False, offset_scale=0.4, offset_shift=-1.6),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: c.id)
+def test_native_gradcheck(native, case: DcnCase):
+    tensors, kwargs = make_inputs(case, torch.float64, requires_grad=True, seed=3)
+    names = [n for n in INPUT_NAMES if tensors[n] is not None]
+
+    def fn(*inputs):
+        return run(dict(zip(names, inputs), **{n: None for n in INPUT_NAMES if n not in names}), kwargs, "native")
+
+    # One thread: gradcheck makes thousands of tiny calls, and on a busy machine each
+    # multi-threaded BLAS call inside them can wait milliseconds for a core.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert torch.autograd.gradcheck(fn, [tensors[n] for n in names], eps=1e-6, atol=1e-6)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_native_offset_gradient_at_whole_pixels_is_the_forward_difference(native):
+    """Zero offsets (every DCNv2Pack starts there): d out / d dy = x[r + 1] - x[r], row H counting 0."""
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    weight = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    offset = torch.zeros(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    deform_conv2d(x, offset, None, weight, backend="native").sum().backward()
+    expected_dy = torch.zeros(5, 5, dtype=torch.float64)
+    expected_dy[:4] = x[0, 0, 1:] - x[0, 0, :4]
+    expected_dy[4] = -x[0, 0, 4]
+    torch.testing.assert_close(offset.grad[0, 0], expected_dy, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["one-image-split-in-bands", "whole-images"])
+def test_native_cpu_is_deterministic(native, batch):
+    """Two runs give bit-identical outputs and gradients (no racy scatter)."""
+    case = DcnCase(batch=batch, in_channels=64, out_channels=32, height=24, width=20, deform_groups=8,
+                   offset_scale=3.0)
+    tensors, kwargs = make_inputs(case, torch.float32, seed=5)
+    first = outputs_and_grads(tensors, kwargs, "native")
+    second = outputs_and_grads(tensors, kwargs, "native")
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_opcheck_schema_fake_and_autograd_registrations(native):
+    """torch.library.opcheck: schema, fake (meta) kernel, autograd registration, AOT dispatch."""
+    case = DcnCase(batch=2, in_channels=8, out_channels=4, height=6, width=7, deform_groups=2, groups=2)
+    for masked, bias in ((True, True), (False, False)):
+        tensors, kwargs = make_inputs(DcnCase(**{**case.__dict__, "masked": masked, "bias": bias}),
+                                      torch.float64, requires_grad=True)
+        t = tensors
+        args = (t["x"], t["offset"], t["mask"], t["weight"], t["bias"],
+                list(kwargs["stride"]), list(kwargs["padding"]), list(kwargs["dilation"]))
+        torch.library.opcheck(torch.ops.vidrestore.deform_conv2d.default, args)
+
+
+def test_torch_compile_fullgraph_of_dcnv2_pack(native):
+    """torch.compile(fullgraph=True) of a DCNv2Pack on the native backend gives the eager
+    output and gradients."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    pack = DCNv2Pack(16, 16, 3, padding=1, deformable_groups=4, backend="native")
+    torch.nn.init.normal_(pack.conv_offset.weight, std=0.1)
+    x = torch.randn(2, 16, 8, 9, requires_grad=True)
+    feat = torch.randn(2, 16, 8, 9, requires_grad=True)
+    eager = pack(x, feat)
+    eager.square().sum().backward()
+    expected = [eager.detach(), x.grad, feat.grad, pack.weight.grad, pack.conv_offset.weight.grad]
+    x.grad = feat.grad = None
+    pack.zero_grad()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(pack, fullgraph=True, backend="inductor")
+    out = compiled(x, feat)
+    out.square().sum().backward()
+    got = [out.detach(), x.grad, feat.grad, pack.weight.grad, pack.conv_offset.weight.grad]
+    for name, a, b in zip(("out", "x", "feat", "weight", "conv_offset.weight"), got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+# ---- build --------------------------------------------------------------------------------------
+
+
+def test_extensions_dir_is_honoured(monkeypatch, tmp_path):
+    from ops.dcn import _ext
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert _ext.default_build_directory(False) == tmp_path / "vidrestore_dcn_cpu"
+
+
+def test_second_build_reuses_the_cached_library(native):
+    """A build that already happened is reused: same file, not recompiled."""
+    from ops.dcn import _ext
+
+    before = native.path.stat().st_mtime_ns
+    path = _ext.build(native.with_cuda)
+    assert path == native.path
+    assert path.stat().st_mtime_ns == before
+
+
+def test_import_neither_builds_nor_loads_the_library():
+    code = "import ops.dcn, sys; print('ops.dcn._ext' in sys.modules, 'torch.utils.cpp_extension' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def _python(code: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          cwd=REPO, env=full_env, timeout=timeout)
+
+
+def test_missing_compiler_warns_once_and_auto_falls_back_to_torchvision(tmp_path):
+    """Fresh cache + no compiler: one warning saying why and how to fix, then torchvision."""
+    code = """
+        import warnings, torch
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            from ops.dcn import available_backends, deform_conv2d, get_backend
+            x = torch.randn(1, 4, 5, 5)
+            offset = torch.zeros(1, 18, 5, 5)
+            weight = torch.randn(2, 4, 3, 3)
+            for _ in range(3):
+                out = deform_conv2d(x, offset, None, weight, padding=1)
+            status = available_backends()
+        ours = [str(w.message) for w in caught if "vidrestore DCN" in str(w.message)]
+        print(len(ours)); print(ours[0] if ours else ""); print(get_backend().name)
+        print(status["native"])
+        expected = torch.nn.functional.conv2d(x, weight, padding=1)
+        assert torch.allclose(out, expected, atol=1e-5)
+    """
+    result = _python(code, {"CXX": "/nonexistent/c++", "TORCH_EXTENSIONS_DIR": str(tmp_path),
+                            "VIDRESTORE_DCN_CUDA": "0", "VIDRESTORE_DCN": ""})
+    assert result.returncode == 0, result.stderr
+    count, message, backend, status = result.stdout.strip().splitlines()[-4:]
+    assert count == "1"
+    assert "no C++ compiler found" in message and "Fix:" in message
+    assert backend == "torchvision"
+    assert "no C++ compiler found" in status
+
+
+def test_ahead_of_time_build_is_loaded_without_a_compiler(native):
+    """`python -m ops.dcn.build` puts the library where the runtime looks (the extensions
+    cache, here the one this session already uses, so nothing is recompiled); a later process
+    with that cache and no compiler nor ninja on PATH (e.g. a slim runtime image) loads it."""
+    env = {"VIDRESTORE_DCN_CUDA": "0", "PYTHONPATH": str(REPO)}
+    build = subprocess.run([sys.executable, "-m", "ops.dcn.build", "--cpu"], capture_output=True, text=True,
+                           cwd=REPO, env={**os.environ, **env}, timeout=600)
+    assert build.returncode == 0, build.stderr
+    assert build.stdout.strip().endswith(str(native.path))
+    code = """
+        import torch
+        from ops.dcn import _ext, get_backend
+        assert get_backend().name == "native", get_backend()
+        print(_ext.load().path)
+    """
+    result = _python(code, {**env, "CXX": "/nonexistent/c++", "PATH": "/nonexistent", "VIDRESTORE_DCN": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(native.path)
+
+
+@pytest.mark.slow
+def test_cuda_source_compiles():
+    """The CUDA flavour (C++ + .cu kernels) builds with nvcc, for TORCH_CUDA_ARCH_LIST (default 9.0
+    without a GPU), into the shared extensions cache (reused on later runs), and registers a CUDA
+    kernel for the op. Needs no GPU."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if shutil.which("nvcc") is None and not (CUDA_HOME and Path(CUDA_HOME, "bin", "nvcc").exists()):
+        pytest.skip("nvcc is not installed")
+    env = {"VIDRESTORE_DCN_CUDA": "1", "MAX_JOBS": os.environ.get("MAX_JOBS", "2")}
+    if not HAS_CUDA:
+        env["TORCH_CUDA_ARCH_LIST"] = os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")
+    build = subprocess.run([sys.executable, "-m", "ops.dcn.build", "--cuda"], capture_output=True, text=True,
+                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env}, timeout=1200)
+    assert build.returncode == 0, build.stdout + build.stderr
+    code = """
+        import torch
+        from ops.dcn import _ext
+        library = _ext.load()
+        print(library.name, sorted(library.devices))
+        # the CPU kernels of the CUDA flavour work as well
+        x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+        offset = torch.randn(1, 18, 5, 5, dtype=torch.float64)
+        weight = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+        from ops.dcn import deform_conv2d
+        a = deform_conv2d(x, offset, None, weight, padding=1, backend="native")
+        b = deform_conv2d(x, offset, None, weight, padding=1, backend="reference")
+        assert (a - b).abs().max() < 1e-10
+    """
+    result = _python(code, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "vidrestore_dcn_cuda ['cpu', 'cuda']"
+
+
+# ---- CUDA runtime (skipped without a GPU) ---------------------------------------------------------
+
+cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_native_cuda_matches_reference(native, case: DcnCase, dtype: torch.dtype):
+    assert "cuda" in native.devices, "a GPU is visible but the CUDA flavour was not built"
+    tensors, kwargs = make_inputs(case, dtype, device="cuda")
+    assert_close_to_reference(tensors, kwargs, TOLERANCE[dtype])
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_native_cuda_half_precision_matches_float32(native, dtype):
+    case = next(c for c in CASES if c.in_channels == 64)
+    tensors, kwargs = make_inputs(case, torch.float32, device="cuda")
+    expected = outputs_and_grads(tensors, kwargs, "reference")
+    half = {k: v.to(dtype) if v is not None else None for k, v in tensors.items()}
+    ours = outputs_and_grads(half, kwargs, "native")
+    for name in expected:
+        assert ours[name].dtype == dtype
+        scale = expected[name].abs().max().item() + 1e-6
+        error = (ours[name].float() - expected[name]).abs().max().item() / scale
+        assert error < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"{name}: relative error {error:.3g}"
+
+
+@cuda
+@pytest.mark.cuda
+def test_native_cuda_runs_on_the_current_stream(native):
+    case = next(c for c in CASES if c.in_channels == 64)
+    tensors, kwargs = make_inputs(case, torch.float32, device="cuda")
+    expected = run(tensors, kwargs, "native")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = run(tensors, kwargs, "native")
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
