@@ -113,4 +113,4 @@ def _non_contiguous(t: Tensor) -> Tensor:
         if view.is_contiguous() and t.shape[1] > 1 and t.shape[2] * t.shape[3] > 1:
             raise AssertionError("expected a non-contiguous view")
         return view
-    return t.repeat(2)[::2]  # 1-D: a strided view with the same values
+    return torch.stack((t, t), dim=1)[:, 0]  # 1-D: a stride-2 view with the same values
