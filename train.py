@@ -240,6 +240,8 @@ def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: in
                         if opts.val.save_img else None)
             result = evaluate(net, dataset, name, opts.val.metrics, procs.device, scale=scale, save_dir=save_dir,
                               amp_dtype=restorer.amp_dtype, progress=False)
+            if tb is not None and result.preview is not None:
+                tb.add_image(f"val/{name}", result.preview, iteration)
             for metric in result.metric_names:
                 value = result.mean(metric)
                 key = f"{name}/{metric}"

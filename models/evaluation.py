@@ -33,6 +33,7 @@ class EvalResult:
 
     name: str
     clips: dict[str, dict[str, float]] = field(default_factory=dict)  # clip -> metric -> mean
+    preview: Tensor | None = None  # the first restored frame, (3, H, W) in [0, 1] (e.g. for TensorBoard)
 
     @property
     def metric_names(self) -> list[str]:
@@ -87,10 +88,13 @@ def evaluate(
     was_training = net.training
     net.eval()
     sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    preview = None
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
     for item in tqdm(loader, desc=f"eval {name}", unit="frame", disable=not progress, leave=False):
         output = restore_windows(net, item["lq"].to(device), scale=scale, amp_dtype=amp_dtype)
         output = quantize(output)
+        if preview is None:
+            preview = output[0].cpu()
         if save_dir is not None:
             _save_png(output[0], save_dir / f"{item['key'][0]}.png")
         if "gt" not in item:
@@ -102,7 +106,7 @@ def evaluate(
             sums[item["clip"][0]][metric].append(value)
     net.train(was_training)
     clips = {clip: {m: _mean_finite(v) for m, v in per_metric.items()} for clip, per_metric in sums.items()}
-    return EvalResult(name, clips)
+    return EvalResult(name, clips, preview)
 
 
 def _mean_finite(values: list[float]) -> float:

@@ -153,6 +153,20 @@ def test_bf16_autocast_step_runs_on_cpu():
     assert math.isfinite(float(stats.loss)) and changed(before, net)
 
 
+def test_channels_last_option_converts_the_network_and_trains():
+    torch.manual_seed(0)
+    net = EDVR(**TINY_NET)
+    batch = tiny_batch()
+    with torch.no_grad():
+        expected = net(batch["lq"])
+    restorer = Restorer(net, train_options(channels_last=True), torch.device("cpu"))
+    assert net.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch["lq"]), expected, rtol=1e-4, atol=1e-5)  # same function
+    before = snapshot(net)
+    assert math.isfinite(float(restorer.train_step(batch, 1).loss)) and changed(before, net)
+
+
 def test_schedule_must_cover_total_iter():
     with pytest.raises(ValueError, match="periods sum to 5 < train.total_iter 10"):
         Restorer(EDVR(**TINY_NET), train_options(scheduler={"periods": [5], "restart_weights": [1]}),
@@ -216,7 +230,12 @@ def test_train_writes_the_experiment_and_resumes_exactly(demo, tmp_path):
     for name in ("options.yml", "logs/train.log", "models/net_g_3.pth", "models/net_g_6.pth",
                  "training_states/3.state", "training_states/6.state"):
         assert (exp / name).is_file(), name
-    assert list((exp / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(exp / "tb"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "val/demo_val/psnr"} <= set(events.Tags()["scalars"])
+    assert "val/demo_val" in events.Tags()["images"]
     log = (exp / "logs" / "train.log").read_text()
     assert "iter 2/6" in log and "TSA warm-up: fusion only" in log and "validation demo_val psnr" in log
     assert load_text((exp / "options.yml").read_text()).name == "tiny"
