@@ -1,0 +1,62 @@
+"""One EDVR-M woTSA training step on CPU (Adam, Charbonnier sum, batch 2, 5x64x64 LR), per DCN backend.
+
+    python scripts/bench/train_step.py [--steps 3] [--backends native torchvision]
+
+The step is the one train.py runs (``Restorer.train_step``: forward with batched PCD, loss,
+backward, Adam). Backends are timed round-robin in one run; printed: median seconds per step
+and the ratio to the torchvision backend (the kernel the reference implementations use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from models.edvr import EDVR  # noqa: E402
+from models.restorer import Restorer  # noqa: E402
+from options.parse import Validator  # noqa: E402
+from options.schema import TrainOptions  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per backend (after one warm-up)")
+    parser.add_argument("--backends", nargs="+", default=["native", "torchvision"])
+    args = parser.parse_args()
+    recipe = Validator("bench").parse(TrainOptions, {"total_iter": 1000, "scheduler": {"type": "constant"},
+                                                     "pixel_loss": {"reduction": "sum"}}, "train")
+    generator = torch.Generator().manual_seed(0)
+    batch = {"lq": torch.rand(2, 5, 3, 64, 64, generator=generator),
+             "gt": torch.rand(2, 3, 256, 256, generator=generator)}
+    restorers = {}
+    for backend in args.backends:
+        torch.manual_seed(0)
+        restorers[backend] = Restorer(EDVR(with_tsa=False, dcn_backend=backend), recipe, torch.device("cpu"))
+        restorers[backend].train_step(batch, 1)  # warm-up (and the native build, if needed)
+    times = {backend: [] for backend in args.backends}
+    for step in range(args.steps):
+        for backend, restorer in restorers.items():
+            start = time.perf_counter()
+            restorer.train_step(batch, step + 2)
+            times[backend].append(time.perf_counter() - start)
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
+          f"threads, load {os.getloadavg()[0]:.2f}; EDVR-M woTSA, batch 2, 5x64x64 LR, median of {args.steps}")
+    print("| DCN backend | s/step | vs torchvision |\n|---|---:|---:|")
+    reference = statistics.median(times["torchvision"]) if "torchvision" in times else None
+    for backend, values in times.items():
+        median = statistics.median(values)
+        ratio = f"{reference / median:.2f}x faster" if reference else "n/a"
+        print(f"| {backend} | {median:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
