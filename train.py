@@ -108,7 +108,7 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     if iters_per_epoch < 1:
         raise ValueError(f"datasets.train: {len(train_set)} samples over {procs.world_size} process(es) "
                          f"do not fill one batch of {batch_size}")
-    loader = DataLoader(SeededDataset(train_set), batch_size=batch_size, sampler=sampler, drop_last=True,
+    loader = DataLoader(SeededDataset(train_set, train_opts.skip_bad_frames), batch_size=batch_size, sampler=sampler, drop_last=True,
                         num_workers=train_opts.num_worker_per_gpu, pin_memory=procs.device.type == "cuda",
                         persistent_workers=False)
     val_sets = [(v.name, v.dataset.build(DATASETS)) for v in opts.datasets.val] if procs.is_main else []

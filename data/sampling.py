@@ -10,6 +10,7 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 _SEED_MODULUS = 2**63 - 1
+logger = logging.getLogger(__name__)
 
 
 class SeededSampler(Sampler):
@@ -67,18 +69,37 @@ class SeededDataset(Dataset):
 
     Python's ``random``, numpy's global generator and torch's CPU generator are seeded for
     the call and restored afterwards, so the caller's generators are left untouched.
+
+    ``skip_bad_samples``: a sample whose frames cannot be read (missing, corrupt, wrong size:
+    the dataset raises) is replaced by the next index, with a warning naming the error and
+    the number of samples this process skipped so far; after ``MAX_CONSECUTIVE_SKIPS``
+    failures in a row the error is raised. Off by default: a bad frame stops the run.
     """
 
-    def __init__(self, dataset: Dataset):
+    MAX_CONSECUTIVE_SKIPS = 10
+
+    def __init__(self, dataset: Dataset, skip_bad_samples: bool = False):
         self.dataset = dataset
+        self.skip_bad_samples = skip_bad_samples
+        self.skipped = 0  # per process (each DataLoader worker counts its own)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        with seeded_generators(seed):
-            return self.dataset[index]
+        attempt = 0
+        while True:
+            try:
+                with seeded_generators(seed):
+                    return self.dataset[(index + attempt) % len(self.dataset)]
+            except (OSError, RuntimeError, ValueError) as error:  # StoreError is a RuntimeError
+                if not self.skip_bad_samples or attempt == self.MAX_CONSECUTIVE_SKIPS:
+                    raise
+                self.skipped += 1
+                logger.warning("skipping bad training sample %d (%s); %d skipped so far in this process",
+                               (index + attempt) % len(self.dataset), error, self.skipped)
+                attempt += 1
 
 
 @contextlib.contextmanager

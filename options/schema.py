@@ -31,6 +31,8 @@ class TrainDataOptions:
     batch_size_per_gpu: int = option(4, minimum=1, doc="samples per process (per GPU); the global batch "
                                                         "is this times the number of processes")
     num_worker_per_gpu: int = option(2, minimum=0, doc="DataLoader worker processes per process")
+    skip_bad_frames: bool = option(False, doc="replace a sample whose frames cannot be read by the next one, "
+                                              "logging each skip with its cause and a count (default: stop)")
 
 
 @dataclass
