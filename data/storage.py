@@ -11,6 +11,7 @@ returns None.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import struct
@@ -103,23 +104,26 @@ def format_meta_line(key: str, shape: tuple[int, ...], level: int) -> str:
     return f"{key}.png ({h},{w},{c}) {level}\n"
 
 
-class FrameStore:
+class FrameStore(abc.ABC):
     """Interface: ``read(key)`` -> HxWx3 uint8 RGB, ``keys()``, ``shape(key)`` -> (H, W, 3)."""
 
     name: str
 
+    @abc.abstractmethod
     def read(self, key: str) -> np.ndarray:
-        raise NotImplementedError
+        """The frame ``key`` (``clip/frame``) as HxWx3 uint8 RGB; raises StoreError, never None."""
 
+    @abc.abstractmethod
     def keys(self, clip: str | None = None) -> list[str]:
         """All keys, or only those of ``clip`` (keys ``clip/frame``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def shape(self, key: str) -> tuple[int, int, int]:
-        raise NotImplementedError
+        """(H, W, 3) of ``key``, without decoding where the store records it."""
 
+    @abc.abstractmethod
     def __contains__(self, key: str) -> bool:
-        raise NotImplementedError
+        """Whether the store holds ``key``."""
 
     def __repr__(self) -> str:
         return self.name
