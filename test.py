@@ -88,20 +88,20 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = opts.network.build(NETWORKS).to(device)
     load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
-    scale = 1 if getattr(net, "hr_in", False) else 4
-    candidates = [(opts.network.type, net)]
-    if bicubic:
-        candidates.append(("bicubic", BicubicUpsampler(net.center_frame_idx, scale)))
+    scale, multiple = (1, 16) if getattr(net, "hr_in", False) else (4, 4)
+    candidates = [(opts.network.type, net, multiple)]
+    if bicubic:  # any frame size: no padding
+        candidates.append(("bicubic", BicubicUpsampler(net.center_frame_idx, scale), 1))
 
     out_dir = Path(opts.path.results_root) / opts.name
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for test in opts.datasets.test:
         dataset = test.dataset.build(DATASETS)
-        for label, model in candidates:
+        for label, model, size_multiple in candidates:
             save_dir = out_dir / test.name / label if opts.val.save_img else None
             result = evaluate(model, dataset, test.name, opts.val.metrics, device, scale=scale,
-                              num_workers=test.num_worker, save_dir=save_dir)
+                              multiple=size_multiple, num_workers=test.num_worker, save_dir=save_dir)
             if not result.clips:
                 raise ValueError(f"datasets.test {test.name}: no ground truth to measure against "
                                  "(set dataroot_gt)")

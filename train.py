@@ -238,8 +238,9 @@ def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: in
         for name, dataset in val_sets:
             save_dir = (Path(opts.path.experiments_root) / opts.name / "visualization" / f"{iteration}"
                         if opts.val.save_img else None)
-            result = evaluate(net, dataset, name, opts.val.metrics, procs.device, scale=scale, save_dir=save_dir,
-                              amp_dtype=restorer.amp_dtype, progress=False)
+            result = evaluate(net, dataset, name, opts.val.metrics, procs.device, scale=scale,
+                              multiple=16 if scale == 1 else 4, save_dir=save_dir, amp_dtype=restorer.amp_dtype,
+                              progress=False)
             if tb is not None and result.preview is not None:
                 tb.add_image(f"val/{name}", result.preview, iteration)
             for metric in result.metric_names:

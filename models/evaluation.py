@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from metrics import psnr_torch, ssim_torch
 
-from .inference import restore_windows
+from .inference import restore_window
 
 METRIC_FUNCTIONS = {"psnr": psnr_torch, "ssim": ssim_torch}
 
@@ -74,6 +74,7 @@ def evaluate(
     metrics: Mapping[str, object],
     device: torch.device,
     scale: int = 4,
+    multiple: int = 4,
     num_workers: int = 0,
     save_dir: Path | None = None,
     amp_dtype: torch.dtype | None = None,
@@ -84,6 +85,8 @@ def evaluate(
     ``metrics``: metric name ("psnr", "ssim") -> options with ``crop_border`` and
     ``test_y_channel``. Frames are averaged per clip first, then clips are averaged.
     ``save_dir``: restored frames are written there as ``<clip>/<frame>.png``.
+    ``scale``/``multiple``: output scale and the size multiple the network needs (frames are
+    reflect-padded to it and cropped back; 16 for hr_in networks, 1 for the bicubic baseline).
     """
     was_training = net.training
     net.eval()
@@ -91,7 +94,7 @@ def evaluate(
     preview = None
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
     for item in tqdm(loader, desc=f"eval {name}", unit="frame", disable=not progress, leave=False):
-        output = restore_windows(net, item["lq"].to(device), scale=scale, amp_dtype=amp_dtype)
+        output = restore_window(net, item["lq"].to(device), multiple=multiple, scale=scale, amp_dtype=amp_dtype)
         output = quantize(output)
         if preview is None:
             preview = output[0].cpu()

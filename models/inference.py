@@ -31,22 +31,10 @@ class Tiling:
     overlap: int = 16
 
 
-def restore_windows(net: nn.Module, lq: Tensor, multiple: int = 4, scale: int = 4,
-                    amp_dtype: torch.dtype | None = None) -> Tensor:
-    """Restore the centre frame of each window: (B, T, C, h, w) -> (B, C, h*scale, w*scale).
-
-    Frames whose size is not a multiple of ``multiple`` are reflect-padded at the
-    bottom/right and the output is cropped back. ``scale`` is 1 for hr_in networks.
-    """
-    b, t, c, h, w = lq.shape
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:
-        if pad_h >= h or pad_w >= w:
-            raise ValueError(f"frames of {h}x{w} are too small to pad to a multiple of {multiple}")
-        lq = F.pad(lq.reshape(b, t * c, h, w), (0, pad_w, 0, pad_h), mode="reflect").view(b, t, c, h + pad_h, w + pad_w)
+def _forward(net: nn.Module, lq: Tensor, amp_dtype: torch.dtype | None) -> Tensor:
+    """The network on (B, T, C, h, w) windows whose size it accepts, under optional autocast; float32 out."""
     with torch.autocast(lq.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        out = net(lq)
-    return out[..., : h * scale, : w * scale].float()
+        return net(lq).float()
 
 
 def tile_boxes(height: int, width: int, tiling: Tiling, multiple: int = 4) -> list[tuple[tuple, tuple]]:
@@ -73,19 +61,25 @@ def tile_boxes(height: int, width: int, tiling: Tiling, multiple: int = 4) -> li
 
 def restore_window(net: nn.Module, lq: Tensor, tiling: Tiling = Tiling(), multiple: int = 4, scale: int = 4,
                    amp_dtype: torch.dtype | None = None) -> Tensor:
-    """Restore (B, T, C, h, w) windows -> (B, C, h*scale, w*scale), tile by tile when asked."""
+    """Restore the centre frame of each window: (B, T, C, h, w) -> (B, C, h*scale, w*scale).
+
+    Frames whose size is not a multiple of ``multiple`` are reflect-padded at the bottom/right
+    (once, for the whole frame, so tiles see the same border as the untiled run) and the output
+    is cropped back. ``scale`` is 1 for hr_in networks. With ``tiling.size`` the frame is
+    restored tile by tile (see ``Tiling``).
+    """
     b, t, c, h, w = lq.shape
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:  # pad once for the whole frame, so tiles see the same border as untiled
+    if pad_h or pad_w:
         if pad_h >= h or pad_w >= w:
             raise ValueError(f"frames of {h}x{w} are too small to pad to a multiple of {multiple}")
         lq = F.pad(lq.reshape(b, t * c, h, w), (0, pad_w, 0, pad_h), mode="reflect").view(b, t, c, h + pad_h, w + pad_w)
     boxes = tile_boxes(h + pad_h, w + pad_w, tiling, multiple)
     if len(boxes) == 1:
-        return restore_windows(net, lq, multiple, scale, amp_dtype)[..., : h * scale, : w * scale]
+        return _forward(net, lq, amp_dtype)[..., : h * scale, : w * scale]
     out = None
     for (top, left, bottom, right), (ctop, cleft, cbottom, cright) in boxes:
-        tile = restore_windows(net, lq[..., ctop:cbottom, cleft:cright], multiple, scale, amp_dtype)
+        tile = _forward(net, lq[..., ctop:cbottom, cleft:cright], amp_dtype)
         if out is None:
             out = tile.new_empty(b, tile.shape[1], (h + pad_h) * scale, (w + pad_w) * scale)
         core = tile[..., (top - ctop) * scale : (bottom - ctop) * scale, (left - cleft) * scale : (right - cleft) * scale]
