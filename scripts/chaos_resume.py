@@ -1,6 +1,6 @@
 """Kill -9 a CPU training at random moments, resume it each time, compare with an uninterrupted run.
 
-    python scripts/chaos_resume.py [--kills 20] [--iters 12] [--seed 0] [--workdir DIR]
+    python scripts/chaos_resume.py [--kills 20] [--iters 60] [--seed 0] [--workdir DIR]
 
 A tiny EDVR is trained on demo clips (made from real footage) with a checkpoint at every
 iteration, so kills land in every phase: start-up, data loading, the step, and the middle
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,31 +73,35 @@ def run_chaos(kills: int, iters: int, seed: int, workdir: Path, log=print) -> bo
     start = time.perf_counter()
     subprocess.run(train_command(reference_opts), cwd=ROOT, check=True, capture_output=True)
     duration = time.perf_counter() - start
-    log(f"uninterrupted run: {iters} iterations in {duration:.1f} s")
+    per_iteration = _seconds_per_iteration(workdir / "reference" / "chaos" / "logs" / "train.log")
+    log(f"uninterrupted run: {iters} iterations in {duration:.1f} s ({per_iteration:.2f} s per iteration)")
 
     chaos_opts = write_options(workdir / "chaos.yml", data, workdir / "chaos", iters)
-    done_kills = attempts = 0
+    chaos_log = workdir / "chaos" / "chaos" / "logs" / "train.log"
+    done_kills = 0
     while done_kills < kills:
-        attempts += 1
-        if attempts > 10 * kills:
-            raise RuntimeError("the run keeps finishing before the kill: lower --iters' start-up share")
-        states = sorted(int(p.stem) for p in (workdir / "chaos" / "chaos" / "training_states").glob("*.state"))
-        left = 1 - (states[-1] if states else 0) / iters  # a resumed run has less to do
-        delay = rng.uniform(0.2, 1.0) * duration * max(left, 0.3)
+        done = _newest_state(workdir / "chaos" / "chaos")
+        if done >= iters - 1:
+            log(f"  only iteration {iters} is left after {done_kills} kills (raise --iters for more)")
+            break
+        # Kill a little after a chosen iteration is logged: inside the next step or inside the
+        # checkpoint being written (one per iteration), spreading the kills over the whole run.
+        target = min(iters - 1, done + rng.randint(1, max(1, iters // kills)))
+        extra = rng.uniform(0.0, 1.5 * per_iteration)
+        offset = chaos_log.stat().st_size if chaos_log.exists() else 0
         process = subprocess.Popen(train_command(chaos_opts), cwd=ROOT, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        try:
-            process.wait(timeout=delay)
-            log(f"  attempt {attempts}: the run finished before the kill at {delay:.1f} s; starting over")
-            _reset(workdir / "chaos")
+        while process.poll() is None and f"iter {target}/" not in _read_from(chaos_log, offset):
+            time.sleep(0.02)
+        if process.poll() is not None:
+            log(f"  the run ended before iteration {target} was logged (exit {process.returncode})")
             continue
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        time.sleep(extra)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
         done_kills += 1
-        states = sorted(int(p.stem) for p in (workdir / "chaos" / "chaos" / "training_states").glob("*.state"))
-        log(f"  kill {done_kills}/{kills} at {delay:.1f} s; newest training state: "
-            f"{states[-1] if states else 'none'}")
+        log(f"  kill {done_kills}/{kills}: {extra:.2f} s after iteration {target}; newest training state: "
+            f"{_newest_state(workdir / 'chaos' / 'chaos')}")
     result = subprocess.run(train_command(chaos_opts), cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         log(result.stdout[-2000:] + result.stderr[-2000:])
@@ -112,17 +117,32 @@ def run_chaos(kills: int, iters: int, seed: int, workdir: Path, log=print) -> bo
     return identical
 
 
-def _reset(experiments: Path) -> None:
-    """Forget a chaos run that finished unkilled, so the next attempt starts from scratch."""
-    import shutil
+def _newest_state(experiment: Path) -> int:
+    return max((int(p.stem) for p in experiment.glob("training_states/*.state")), default=0)
 
-    shutil.rmtree(experiments, ignore_errors=True)
+
+def _read_from(path: Path, offset: int) -> str:
+    """What was appended to ``path`` after ``offset`` (the log grows across restarts)."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
+
+
+def _seconds_per_iteration(log_path: Path) -> float:
+    """Mean time between consecutive 'iter' lines of a train.log."""
+    stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+              for line in log_path.read_text().splitlines() if "] train: iter " in line]
+    if len(stamps) < 2:
+        return 1.0
+    return (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--iters", type=int, default=12)
+    parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
