@@ -36,11 +36,11 @@ from tqdm import tqdm
 import options
 from data import DATASETS
 from data.resize import imresize, imresize_torch
-from data.video_folder import VideoFolderDataset
+from data.video_folder import IMAGE_EXTENSIONS, VideoFolderDataset
 from metrics import psnr, ssim
 from models.checkpoint import CheckpointError, load_network, read_checkpoint
 from models.edvr import edvr_config_from_state_dict
-from models.evaluation import EvalResult, evaluate
+from models.evaluation import EvalResult, evaluate, write_png
 from models.inference import Tiling, restore_sequence
 from options.schema import NETWORKS
 
@@ -214,13 +214,8 @@ def video_fps(path: Path) -> float:
     return fps if fps and np.isfinite(fps) and fps > 0 else 25.0
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-
-
 def read_gt(folder: Path, name: str) -> np.ndarray:
-    for suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
+    for suffix in IMAGE_EXTENSIONS:
         if (folder / f"{name}{suffix}").is_file():
             bgr = cv2.imread(str(folder / f"{name}{suffix}"), cv2.IMREAD_COLOR)
             if bgr is None:

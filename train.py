@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 import options
 from data import DATASETS
 from data.sampling import SeededDataset, SeededSampler
-from models.checkpoint import CheckpointError, atomic_torch_save, load_network, save_network
+from models.checkpoint import CheckpointError, atomic_torch_save, atomic_write, load_network, save_network
 from models.evaluation import evaluate
 from models.restorer import Restorer
 from options.schema import NETWORKS
@@ -127,7 +127,8 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
         remove_stale_temporaries(exp_dir)
     start_iter, best = resume_training(exp_dir, opts.path.resume_state, auto_resume, restorer)
     if start_iter == 0 and procs.is_main:
-        atomic_write_text(exp_dir / "options.yml", options.dump(opts))
+        text = options.dump(opts)
+        atomic_write(exp_dir / "options.yml", lambda handle: handle.write(text.encode()))
 
     tb = open_tensorboard(exp_dir) if opts.logger.use_tb_logger and procs.is_main else None
     total_iter = opts.train.total_iter
@@ -359,13 +360,6 @@ def remove_stale_temporaries(exp_dir: Path) -> None:
     for path in [*exp_dir.glob(".*.tmp"), *exp_dir.glob("*/.*.tmp")]:
         logger.warning("removing %s, left by an interrupted write", path)
         path.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _iteration_of(path: Path) -> int | None:

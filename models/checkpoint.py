@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -109,10 +109,15 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename.
+    """``torch.save`` through ``atomic_write``: never a half-written file under ``path``."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(handle)`` to a temporary file in the same folder, fsync, then rename.
 
     A crash or a full disk leaves either the previous file or the complete new one,
-    never a half-written file under ``path``.
+    never a half-written file under ``path``; the temporary file is removed on error.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +126,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

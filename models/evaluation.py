@@ -121,9 +121,13 @@ def _fmt(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric == "ssim" else f"{value:.2f}"
 
 
-def _save_png(img: Tensor, path: Path) -> None:
-    """(3, H, W) RGB in [0, 1] -> 8-bit PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    if not cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_RGB2BGR)):
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an HxWx3 uint8 RGB array as PNG."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"cannot write {path}")
+
+
+def _save_png(img: Tensor, path: Path) -> None:
+    """(3, H, W) RGB in [0, 1] -> 8-bit PNG (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(path, (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())

@@ -69,6 +69,17 @@ DeformConvShape deform_conv2d_shape(
   return s;
 }
 
+DeformConvShape deform_conv2d_backward_shape(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& offset,
+    const std::optional<at::Tensor>& mask, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const DeformConvShape s = deform_conv2d_shape(x, offset, mask, weight, stride, padding, dilation);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({s.batch, s.out_channels, s.out_h, s.out_w}),
+              "deform_conv2d backward: grad_out must be (", s.batch, ", ", s.out_channels, ", ",
+              s.out_h, ", ", s.out_w, "), got ", grad_out.sizes());
+  return s;
+}
+
 }  // namespace ops
 }  // namespace vidrestore
 

@@ -32,5 +32,11 @@ DeformConvShape deform_conv2d_shape(
     const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation);
 
+// deform_conv2d_shape, plus the check that grad_out is (B, Cout, Ho, Wo): the backward entry.
+DeformConvShape deform_conv2d_backward_shape(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& offset,
+    const std::optional<at::Tensor>& mask, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation);
+
 }  // namespace ops
 }  // namespace vidrestore

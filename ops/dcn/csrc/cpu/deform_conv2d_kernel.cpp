@@ -500,11 +500,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
     const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& offset_in,
     const std::optional<at::Tensor>& mask_in, const at::Tensor& weight_in, bool with_bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  const DeformConvShape s =
-      deform_conv2d_shape(x_in, offset_in, mask_in, weight_in, stride, padding, dilation);
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({s.batch, s.out_channels, s.out_h, s.out_w}),
-              "deform_conv2d backward: grad_out must be (", s.batch, ", ", s.out_channels, ", ",
-              s.out_h, ", ", s.out_w, "), got ", grad_out_in.sizes());
+  const DeformConvShape s = deform_conv2d_backward_shape(grad_out_in, x_in, offset_in, mask_in, weight_in,
+                                                        stride, padding, dilation);
   check_cpu_sizes(s);
   const at::Tensor x = to_channels_last(x_in);
   const at::Tensor offset = offset_in.contiguous();
