@@ -41,7 +41,7 @@ from metrics import psnr, ssim
 from models.checkpoint import CheckpointError, load_network, read_checkpoint
 from models.edvr import edvr_config_from_state_dict
 from models.evaluation import EvalResult, evaluate, write_png
-from models.inference import Tiling, restore_sequence
+from models.inference import Tiling, prepare_for_inference, restore_sequence
 from options.schema import NETWORKS
 
 logger = logging.getLogger("test")
@@ -86,8 +86,9 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
         raise options.OptionsError(opts.name, "path.pretrain_network_g",
                                    "test.py needs the weights to evaluate (--set path.pretrain_network_g=W.pth)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = opts.network.build(NETWORKS).to(device)
+    net = opts.network.build(NETWORKS)
     load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
+    net = prepare_for_inference(net, device)
     scale, multiple = (1, 16) if getattr(net, "hr_in", False) else (4, 4)
     candidates = [(opts.network.type, net, multiple)]
     if bicubic:  # any frame size: no padding
@@ -231,7 +232,7 @@ def restore(args: argparse.Namespace) -> dict:
     amp_dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else None
     if args.half and device.type != "cuda":
         raise SystemExit("--half needs a CUDA GPU (float16 on CPU is slow and inaccurate); use --bf16 on CPU")
-    net = build_restore_network(args).to(device)
+    net = prepare_for_inference(build_restore_network(args), device)
     scale = 1 if net.hr_in else 4
     multiple = 16 if net.hr_in else 4
     source = VideoFolderDataset(args.input, num_frame=net.num_frame, padding=args.padding)

@@ -15,9 +15,9 @@ def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 1)
 
 
-def lrelu(x: Tensor) -> Tensor:
+def lrelu(x: Tensor, inplace: bool = False) -> Tensor:
     """LeakyReLU with slope 0.1, the activation used throughout EDVR."""
-    return F.leaky_relu(x, 0.1)
+    return F.leaky_relu(x, 0.1, inplace=inplace)
 
 
 def upsample2x(x: Tensor) -> Tensor:

@@ -11,13 +11,15 @@ reconstruction -> two pixel-shuffle x2 -> + bilinear x4 of the centre frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ops.dcn import DCNv2Pack
 
-from .blocks import conv1x1, conv3x3, lrelu, residual_blocks, upsample2x, ResidualBlockNoBN
+from .blocks import ResidualBlockNoBN, conv1x1, conv3x3, lrelu, residual_blocks, upsample2x
 
 LEVELS = ("l3", "l2", "l1")  # coarse to fine
 
@@ -106,13 +108,26 @@ class TSAFusion(nn.Module):
         """cat(maxpool, avgpool): (N, F, H, W) -> (N, 2F, H/2, W/2)."""
         return torch.cat((self.max_pool(x), self.avg_pool(x)), dim=1)
 
-    def forward(self, aligned_feat: Tensor) -> Tensor:
+    def forward(self, aligned_feat: Tensor, in_place: bool = False) -> Tensor:
+        """``in_place``: weight ``aligned_feat`` in place (no second (B, T, F, H, W) buffer); only
+        without autograd, and only by a caller that does not read ``aligned_feat`` afterwards."""
         b, t, c, h, w = aligned_feat.shape
-        # temporal attention: per-frame, per-pixel similarity to the reference frame
+        # temporal attention: per-frame, per-pixel similarity to the reference frame, one frame
+        # at a time (only one frame's temporaries exist at once)
         embedding_ref = self.temporal_attn1(aligned_feat[:, self.center_frame_idx])
-        embedding = self.temporal_attn2(aligned_feat.reshape(b * t, c, h, w)).view(b, t, c, h, w)
-        corr_prob = torch.sigmoid((embedding * embedding_ref.unsqueeze(1)).sum(dim=2, keepdim=True))
-        aligned_feat = (aligned_feat * corr_prob).reshape(b, t * c, h, w)
+        if in_place:
+            weighted = aligned_feat
+        else:  # in the layout the 1x1 convs read
+            weighted = torch.empty(b, h, w, t, c, dtype=torch.promote_types(aligned_feat.dtype, embedding_ref.dtype),
+                                   device=embedding_ref.device).permute(0, 3, 4, 1, 2)
+        for i in range(t):
+            frame = aligned_feat[:, i]
+            corr_prob = torch.sigmoid((self.temporal_attn2(frame) * embedding_ref).sum(dim=1, keepdim=True))
+            if in_place:
+                frame.mul_(corr_prob)
+            else:
+                weighted[:, i] = frame * corr_prob
+        aligned_feat = weighted.flatten(1, 2)  # (B, T*F, H, W)
 
         feat = lrelu(self.feat_fusion(aligned_feat))
 
@@ -267,11 +282,19 @@ class EDVR(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        b, t, c, h, w = x.shape
-        x_center = x[:, self.center_frame_idx]
+        b, t = x.shape[:2]
+        pyramid = self.extract_features(x.flatten(0, 1))
+        # PCD: align every frame (the centre one too) to the centre frame, all B*T at once
+        ref = [self._centre_for_every_frame(feat, b, t) for feat in pyramid]
+        aligned = self.pcd_align(pyramid, ref)
+        return self._reconstruct(aligned.unflatten(0, (b, t)), x[:, self.center_frame_idx])
 
-        # L1 features of every frame, batch B*T
-        frames = x.reshape(b * t, c, h, w)
+    def extract_features(self, frames: Tensor) -> list[Tensor]:
+        """Feature pyramid of independent frames: (N, C, H, W) -> [L1, L2, L3], (N, F, h/2^i, w/2^i).
+
+        h, w = H, W (H/4, W/4 with hr_in). Each frame's pyramid depends on that frame only,
+        so a frame shared by several windows needs it computed once (see ``restore_from_features``).
+        """
         if self.with_predeblur:
             feat_l1 = self.conv_1x1(self.predeblur(frames))
         else:
@@ -279,34 +302,82 @@ class EDVR(nn.Module):
         feat_l1 = self.feature_extraction(feat_l1)
         feat_l2 = lrelu(self.conv_l2_2(lrelu(self.conv_l2_1(feat_l1))))
         feat_l3 = lrelu(self.conv_l3_2(lrelu(self.conv_l3_1(feat_l2))))
+        return [feat_l1, feat_l2, feat_l3]
 
-        # PCD: align every frame (the centre one too) to the centre frame, all B*T at once
-        nbr_feat_l = [feat_l1, feat_l2, feat_l3]
-        ref_feat_l = [self._centre_for_every_frame(feat, b, t) for feat in nbr_feat_l]
-        aligned = self.pcd_align(nbr_feat_l, ref_feat_l)
-        aligned = aligned.reshape(b, t, *aligned.shape[1:])
+    def restore_from_features(self, pyramids: Sequence[list[Tensor]], x_center: Tensor,
+                              strip_rows: int | None = None) -> Tensor:
+        """The rest of ``forward`` from precomputed pyramids: the same result, frame by frame.
 
+        ``pyramids``: T pyramids ``extract_features`` made, each [L1, L2, L3] of (B, F, h, w)
+        (one per window position); ``x_center``: the centre input frames, (B, C, H, W).
+        Frames are aligned one at a time. With ``strip_rows`` the upsampling runs on horizontal
+        strips of that many feature rows (each with enough context rows that the result is
+        unchanged), so no full-size 64-channel activation exists at once.
+        """
+        if len(pyramids) != self.num_frame:
+            raise ValueError(f"restore_from_features: expected {self.num_frame} pyramids, got {len(pyramids)}")
+        ref = pyramids[self.center_frame_idx]
+        aligned = None
+        for i, pyramid in enumerate(pyramids):
+            frame = self.pcd_align(pyramid, ref)
+            if aligned is None:  # (B, T, F, h, w) stored as (B, h, w, T, F): fusion reads (B, T*F, h, w) channels-last
+                b, f, h, w = frame.shape
+                aligned = frame.new_empty(b, h, w, len(pyramids), f).permute(0, 3, 4, 1, 2)
+            aligned[:, i] = frame
+            del frame
+        return self._reconstruct(aligned, x_center, strip_rows, scratch=True)
+
+    def _reconstruct(self, aligned: Tensor, x_center: Tensor, strip_rows: int | None = None,
+                     scratch: bool = False) -> Tensor:
+        """Aligned features (B, T, F, h, w) and centre frames (B, C, H, W) -> output (B, C_out, 4h, 4w).
+
+        ``scratch``: ``aligned`` is this call's own buffer (no hook or caller sees it), so TSA may
+        weight it in place when there is no autograd.
+        """
         if self.with_tsa:
-            feat = self.fusion(aligned)
+            feat = self.fusion(aligned, in_place=scratch and not torch.is_grad_enabled())
         else:
             feat = self.fusion(aligned.flatten(1, 2))
-
-        out = self.reconstruction(feat)
-        out = lrelu(F.pixel_shuffle(self.upconv1(out), 2))
-        out = lrelu(F.pixel_shuffle(self.upconv2(out), 2))
-        out = lrelu(self.conv_hr(out))
-        out = self.conv_last(out)
+        feat = self.reconstruction(feat)
+        if strip_rows is None:
+            out = self._upsample(feat)
+        else:
+            out = torch.cat([self._upsample(feat[..., top:bottom, :])[..., 4 * (core - top) : 4 * (core_end - top), :]
+                             for (core, core_end), (top, bottom) in upsample_strips(feat.shape[-2], strip_rows)],
+                            dim=-2)
         if self.hr_in:
             base = x_center
         else:
             base = F.interpolate(x_center, scale_factor=4, mode="bilinear", align_corners=False)
         return out + base
 
+    def _upsample(self, feat: Tensor) -> Tensor:
+        """Residual of the output from reconstructed features: (B, F, h, w) -> (B, C_out, 4h, 4w)."""
+        # In-place activations: each input is a fresh tensor nothing else reads (as the reference).
+        out = lrelu(F.pixel_shuffle(self.upconv1(feat), 2), inplace=True)
+        out = lrelu(F.pixel_shuffle(self.upconv2(out), 2), inplace=True)
+        out = lrelu(self.conv_hr(out), inplace=True)
+        return self.conv_last(out)
+
     def _centre_for_every_frame(self, feat: Tensor, b: int, t: int) -> Tensor:
         """(B*T, F, h, w) features -> the centre frame's, repeated T times, (B*T, F, h, w)."""
         per_clip = feat.view(b, t, *feat.shape[1:])
         centre = per_clip[:, self.center_frame_idx : self.center_frame_idx + 1]
         return centre.expand_as(per_clip).reshape(feat.shape)
+
+
+# The upsampling tail's reach, in feature rows: upconv1 (3x3 at 1x), upconv2 (3x3 at 2x), conv_hr
+# and conv_last (3x3 at 4x) see 1 + 1/2 + 1/4 + 1/4 = 2 rows either side.
+UPSAMPLE_REACH = 2
+
+
+def upsample_strips(height: int, rows: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """[((core_top, core_bottom), (top, bottom))]: cores of ``rows`` feature rows partitioning
+    ``height``, each grown by ``UPSAMPLE_REACH`` rows (clipped to the frame) so the core is exact."""
+    if rows < 1:
+        raise ValueError(f"strip_rows must be at least 1, got {rows}")
+    return [((top, min(top + rows, height)), (max(top - UPSAMPLE_REACH, 0), min(top + rows + UPSAMPLE_REACH, height)))
+            for top in range(0, height, rows)]
 
 
 def edvr_config_from_state_dict(state_dict: dict) -> dict:

@@ -77,6 +77,28 @@ def test_native_matches_reference(native, case: DcnCase, dtype: torch.dtype, con
     assert_close_to_reference(tensors, kwargs, TOLERANCE[dtype])
 
 
+def test_native_cpu_output_takes_the_layout_of_x(native):
+    """Channels-last x (a channels-last network's activations) gives a channels-last output,
+    channels-last offsets and mask are read without a copy; values equal the contiguous run."""
+    tensors, kwargs = make_inputs(DcnCase(batch=2, in_channels=16, out_channels=8, height=9, width=11,
+                                          deform_groups=4), torch.float32)
+    contiguous = run(tensors, kwargs, "native")
+    last = {k: v.contiguous(memory_format=torch.channels_last) if v is not None and v.dim() == 4 else v
+            for k, v in tensors.items()}
+    out = run(last, kwargs, "native")
+    assert contiguous.is_contiguous()
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, contiguous, rtol=0, atol=1e-6)
+    mixed = dict(last, x=tensors["x"])  # channels-last offsets, contiguous x: contiguous output
+    assert run(mixed, kwargs, "native").is_contiguous()
+    # offsets and mask as channel slices of one channels-last tensor (what DCNv2Pack passes)
+    both = torch.cat((tensors["offset"], tensors["mask"]), dim=1).contiguous(memory_format=torch.channels_last)
+    offset, mask = both.split((tensors["offset"].shape[1], tensors["mask"].shape[1]), dim=1)
+    assert not offset.is_contiguous() and not offset.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(run(dict(last, offset=offset, mask=mask), kwargs, "native"), contiguous,
+                               rtol=0, atol=1e-6)
+
+
 def test_native_is_actually_used(native):
     """The op really dispatches to the compiled kernel (not a silent fallback)."""
     tensors, kwargs = make_inputs(CASES[0], torch.float64)
@@ -168,11 +190,12 @@ def test_native_cpu_is_deterministic(native, batch):
 
 
 def test_opcheck_schema_fake_and_autograd_registrations(native):
-    """torch.library.opcheck: schema, fake (meta) kernel, autograd registration, AOT dispatch."""
+    """torch.library.opcheck: schema, fake (meta) kernel, autograd registration, AOT dispatch,
+    for contiguous and channels-last inputs (whose output is channels-last)."""
     case = DcnCase(batch=2, in_channels=8, out_channels=4, height=6, width=7, deform_groups=2, groups=2)
-    for masked, bias in ((True, True), (False, False)):
+    for masked, bias, contiguous in ((True, True, True), (False, False, True), (True, True, False)):
         tensors, kwargs = make_inputs(DcnCase(**{**case.__dict__, "masked": masked, "bias": bias}),
-                                      torch.float64, requires_grad=True)
+                                      torch.float64, requires_grad=True, contiguous=contiguous)
         t = tensors
         args = (t["x"], t["offset"], t["mask"], t["weight"], t["bias"],
                 list(kwargs["stride"]), list(kwargs["padding"]), list(kwargs["dilation"]))

@@ -101,6 +101,40 @@ def test_batched_pcd_equals_per_frame_alignment():
     torch.testing.assert_close(captured["out"].view(b, t, *looped.shape[2:]), looped, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("kwargs", [dict(TINY), dict(TINY, with_tsa=False, num_frame=3),
+                                    dict(TINY, with_predeblur=True, hr_in=True)])
+@pytest.mark.parametrize("strip_rows", [None, 3, 8])
+def test_restoring_from_per_frame_features_equals_forward(kwargs, strip_rows):
+    """Pyramids computed one frame at a time (as restoration reuses them across windows),
+    per-frame alignment and upsampling in row strips give forward's result."""
+    torch.manual_seed(0)
+    net = EDVR(**kwargs).eval().double()
+    with torch.no_grad():
+        for pack in net.dcn_packs:
+            pack.conv_offset.weight.normal_(0, 0.05)
+            pack.conv_offset.bias.normal_(0, 1.0)
+    b, t = 2, net.num_frame
+    size = (64, 48) if net.hr_in else (20, 12)  # 20 rows: strips of 3 rows leave a 2-row remainder
+    x = torch.rand(b, t, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        expected = net(x)
+        pyramids = [net.extract_features(x[:, i]) for i in range(t)]
+        out = net.restore_from_features(pyramids, x[:, net.center_frame_idx], strip_rows=strip_rows)
+    assert min(p.offset_magnitude for p in net.dcn_packs) > 0.1
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_upsample_strips_partition_the_rows():
+    from models.edvr import UPSAMPLE_REACH, upsample_strips
+
+    strips = upsample_strips(20, 6)
+    assert [core for core, _ in strips] == [(0, 6), (6, 12), (12, 18), (18, 20)]
+    assert [context for _, context in strips] == [(0, 8), (4, 14), (10, 20), (16, 20)]
+    assert UPSAMPLE_REACH == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        upsample_strips(20, 0)
+
+
 def test_initialisation_follows_the_reference():
     torch.manual_seed(0)
     net = EDVR()

@@ -290,9 +290,13 @@ def _output_size(x, weight, stride, padding, dilation) -> tuple[int, int]:
 
 
 def _fake_forward(x, offset, mask, weight, bias, stride, padding, dilation):
-    """(N, Cout, Ho, Wo), contiguous, as the real kernels."""
+    """(N, Cout, Ho, Wo) in the real kernels' layout: channels-last on the CPU when x is
+    channels-last (and not also contiguous), else contiguous."""
     out_h, out_w = _output_size(x, weight, stride, padding, dilation)
-    return x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
+    channels_last = x.device.type == "cpu" and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+    return torch.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _fake_backward(grad_out, x, offset, mask, weight, with_bias, stride, padding, dilation):

@@ -117,8 +117,9 @@ class DCNv2Pack(ModulatedDeformConv2d):
 
     def forward(self, x: Tensor, feat: Tensor) -> Tensor:
         out = self.conv_offset(feat)
-        o1, o2, mask = torch.chunk(out, 3, dim=1)
-        offset = torch.cat((o1, o2), dim=1)
+        # The reference splits out into thirds (o1, o2, mask) and takes offset = cat(o1, o2):
+        # that is the first two thirds, a view here (no copy).
+        offset, mask = out.split((out.shape[1] // 3 * 2, out.shape[1] // 3), dim=1)
         if not torch.compiler.is_compiling():
             self._monitor.record(offset)
         return deform_conv2d(

@@ -1,12 +1,13 @@
-"""EDVR-M restoration speed and peak memory on CPU: ours vs the torchvision DCN (BasicSR's) in one run.
+"""EDVR-M restoration speed and peak memory on CPU: ours vs the reference way, in one run.
 
     python scripts/bench/inference.py [--frames 3] [--configs ...]
 
-Each configuration runs in its own process (so its peak RSS is its own): a random-weight
-EDVR-M restores ``--frames`` frames of a random clip through ``restore_sequence`` (the path
-``test.py --input`` takes) after one warm-up frame. Printed: seconds per frame, frames/s and
-peak RSS, and the ratio to the torchvision-DCN configuration of the same size (the peer: the
-reference implementations run torchvision's kernel).
+Each configuration runs in its own process (so its peak RSS is its own) and restores
+``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
+"ours" is ``restore_sequence`` on a network from ``prepare_for_inference`` (the path
+``test.py --input`` takes). The peer is what the reference implementations (BasicSR, EDVR)
+do: one plain forward per 5-frame window, NCHW, torchvision's DCN kernel. Printed: seconds
+per frame, frames/s, peak RSS, and the time ratio to the peer of the same size.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = {  # name: (LR height, width, DCN backend, tile, overlap)
-    "180x320 torchvision (peer)": (180, 320, "torchvision", None, 0),
+CONFIGS = {  # name: (LR height, width, DCN backend, tile, overlap); backend "peer": the reference way
+    "180x320 reference way (peer)": (180, 320, "peer", None, 0),
     "180x320 ours": (180, 320, "auto", None, 0),
     "180x320 ours, tiles 64+32": (180, 320, "auto", 64, 32),
     "540x960 ours, tiles 128+32 (4K out)": (540, 960, "auto", 128, 32),
@@ -38,14 +39,28 @@ def run_one(height: int, width: int, backend: str, tile: int | None, overlap: in
     import torch
 
     from models.edvr import EDVR
-    from models.inference import Tiling, restore_sequence
+    from models.inference import Tiling, prepare_for_inference, restore_sequence
     from ops.dcn import get_backend
 
     torch.manual_seed(0)
-    net = EDVR(dcn_backend=backend).eval()  # EDVR-M
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames + 1)]
-    stream = restore_sequence(net, clip.__getitem__, len(clip), 5, torch.device("cpu"), tiling=Tiling(tile, overlap))
+    cpu = torch.device("cpu")
+    if backend == "peer":
+        backend = "torchvision"
+        net = EDVR(dcn_backend=backend).eval()  # EDVR-M
+
+        def reference_way():
+            for center in range(len(clip)):
+                window = [min(max(i, 0), len(clip) - 1) for i in range(center - 2, center + 3)]
+                lq = torch.from_numpy(np.stack([clip[i] for i in window])).permute(0, 3, 1, 2)[None].float() / 255
+                with torch.no_grad():
+                    yield (net(lq).clamp(0, 1) * 255).round().byte()
+
+        stream = reference_way()
+    else:
+        net = prepare_for_inference(EDVR(dcn_backend=backend), cpu)  # EDVR-M
+        stream = restore_sequence(net, clip.__getitem__, len(clip), 5, cpu, tiling=Tiling(tile, overlap))
     next(stream)  # warm-up: first frame (allocations, backend load)
     start = time.perf_counter()
     for _ in stream:

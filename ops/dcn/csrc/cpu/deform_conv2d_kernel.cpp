@@ -24,7 +24,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../deform_conv2d.h"
@@ -71,12 +73,14 @@ std::vector<std::vector<ChannelRun>> channel_runs(const DeformConvShape& s) {
   return runs;
 }
 
-// Everything a tile needs, for one image.
+// Everything a tile needs: its image and its pixels' offsets and mask.
 template <typename T>
 struct ImageArgs {
-  const T* x;       // (H, W, C) channels-last
-  const T* offset;  // (2*G*K, Ho*Wo)
-  const T* mask;    // (G*K, Ho*Wo) or nullptr
+  const T* x;             // (H, W, C) channels-last
+  const T* offset;        // (2*G*K, tile pixels) from the tile's first pixel, rows offset_stride apart
+  const T* mask;          // (G*K, tile pixels) likewise, rows mask_stride apart; or nullptr
+  int64_t offset_stride;  // Ho*Wo when read in place from a contiguous tensor
+  int64_t mask_stride;
 };
 
 // Bilinear sampling plan of a tile's samples, one entry per (kernel point k, deformable
@@ -108,7 +112,6 @@ template <typename T>
 VIDRESTORE_INLINE void plan_tile_impl(const DeformConvShape& s, const ImageArgs<T>& img,
                                       int64_t p_begin, int64_t count, TilePlan<T>& plan) {
   const int64_t points = s.points();
-  const int64_t pixels = s.out_pixels();
   const int32_t height = static_cast<int32_t>(s.height), width = static_cast<int32_t>(s.width);
   std::vector<int32_t> row(count), col(count);  // undeformed sample of kernel point 0
   const std::vector<T> ones(img.mask ? 0 : count, T(1));  // the mask when there is none
@@ -123,9 +126,9 @@ VIDRESTORE_INLINE void plan_tile_impl(const DeformConvShape& s, const ImageArgs<
     for (int64_t g = 0; g < s.deform_groups; ++g) {
       const int64_t gk = g * points + k;
       const int64_t e0 = (k * s.deform_groups + g) * count;
-      const T* offset_y = img.offset + (2 * gk) * pixels + p_begin;
-      const T* offset_x = img.offset + (2 * gk + 1) * pixels + p_begin;
-      const T* mask = img.mask ? img.mask + gk * pixels + p_begin : ones.data();
+      const T* offset_y = img.offset + (2 * gk) * img.offset_stride;
+      const T* offset_x = img.offset + (2 * gk + 1) * img.offset_stride;
+      const T* mask = img.mask ? img.mask + gk * img.mask_stride : ones.data();
       int32_t* __restrict i0 = plan.index[0].data() + e0;
       int32_t* __restrict i1 = plan.index[1].data() + e0;
       int32_t* __restrict i2 = plan.index[2].data() + e0;
@@ -394,6 +397,36 @@ at::Tensor to_channels_last(const at::Tensor& x) {
   return x.permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C); free if x is channels-last
 }
 
+bool is_channels_last(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Offsets or mask, (N, C, Ho, Wo), as the kernels read them. A contiguous tensor is read in
+// place. One whose channels are innermost (channels-last, what a convolution of a
+// channels-last network produces, or a channel slice of it) is viewed as (N, pixels, C)
+// and each tile's rows are transposed into a small buffer: no full-size copy.
+struct PerPixelInput {
+  at::Tensor values;  // (N, C, pixels) contiguous, or an (N, pixels, C) view
+  bool channels_last;
+
+  PerPixelInput(const at::Tensor& t, int64_t pixels)
+      : channels_last(!t.is_contiguous() && t.size(1) > 1 && t.stride(1) == 1) {
+    values = channels_last ? t.permute({0, 2, 3, 1}).reshape({t.size(0), pixels, t.size(1)})
+                           : t.contiguous().view({t.size(0), t.size(1), pixels});
+  }
+
+  // Pointer to pixel p_begin of image n, and its row stride; fills `buffer` ((C, tile), a
+  // thread's own) when the values must be transposed first.
+  template <typename T>
+  std::pair<const T*, int64_t> tile(int64_t n, int64_t p_begin, int64_t count, at::Tensor& buffer) const {
+    if (!channels_last) {
+      return {values.data_ptr<T>() + n * values.stride(0) + p_begin, values.size(2)};
+    }
+    buffer.narrow(1, 0, count).copy_(values[n].narrow(0, p_begin, count).t());
+    return {buffer.data_ptr<T>(), buffer.size(1)};
+  }
+};
+
 at::Tensor deform_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& offset_in,
                                      const std::optional<at::Tensor>& mask_in,
                                      const at::Tensor& weight_in,
@@ -405,11 +438,19 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& o
   TORCH_CHECK(x_in.device().is_cpu(), "deform_conv2d (CPU kernel): x must be on the CPU");
   check_cpu_sizes(s);
   const at::Tensor x = to_channels_last(x_in);
-  const at::Tensor offset = offset_in.contiguous();
-  const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
+  const int64_t pixels = s.out_pixels();
+  const PerPixelInput offset(offset_in, pixels);
+  const bool has_mask = mask_in.has_value() && mask_in->defined();
+  const std::optional<PerPixelInput> mask =
+      has_mask ? std::optional<PerPixelInput>(PerPixelInput(*mask_in, pixels)) : std::nullopt;
   const at::Tensor columns_weight = weight_as_columns(weight_in, s);
 
-  at::Tensor out = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, x_in.options());
+  // The output takes x's layout: channels-last in, channels-last out (no conversions between
+  // the convolutions of a channels-last network).
+  const bool out_channels_last = is_channels_last(x_in);
+  at::Tensor out = at::empty({s.batch, s.out_channels, s.out_h, s.out_w},
+                             x_in.options().memory_format(out_channels_last ? at::MemoryFormat::ChannelsLast
+                                                                            : at::MemoryFormat::Contiguous));
   if (bias_in.has_value() && bias_in->defined()) {
     out.copy_(bias_in->view({1, s.out_channels, 1, 1}).expand_as(out));
   } else {
@@ -419,12 +460,12 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& o
     return out;
   }
   const auto runs = channel_runs(s);
-  const int64_t pixels = s.out_pixels();
   const int64_t tile = tile_pixels(s, x.element_size());
   const int64_t tiles_per_image = (pixels + tile - 1) / tile;
   const int64_t group_columns = s.points() * s.channels_per_group();
   const int64_t group_out = s.out_channels_per_group();
-  const at::Tensor out_flat = out.view({s.batch, s.out_channels, pixels});
+  // (N, Cout, pixels) views of the output's memory, strided when it is channels-last.
+  const at::Tensor out_flat = out.flatten(2);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "vidrestore::deform_conv2d (CPU)", [&] {
     const int64_t items = s.batch * tiles_per_image;
@@ -432,6 +473,9 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& o
     at::parallel_for(0, workers(items, tile * work_per_pixel(s)), 1, [&](int64_t, int64_t) {
       const at::AutoDispatchBelowADInplaceOrView below_autograd;  // worker threads, as the caller
       at::Tensor columns = at::empty({tile, s.points() * s.in_channels}, x.options());
+      at::Tensor offset_buffer = at::empty({offset_in.size(1), offset.channels_last ? tile : 0}, x.options());
+      at::Tensor mask_buffer =
+          at::empty({has_mask ? mask_in->size(1) : 0, has_mask && mask->channels_last ? tile : 0}, x.options());
       const std::vector<scalar_t> zeros(s.in_channels, scalar_t(0));
       TilePlan<scalar_t> plan;
       plan.resize(tile * s.points() * s.deform_groups);
@@ -441,15 +485,18 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& o
         const int64_t n = item / tiles_per_image;
         const int64_t p_begin = (item % tiles_per_image) * tile;
         const int64_t p_end = std::min(pixels, p_begin + tile);
-        const ImageArgs<scalar_t> img{
-            x.data_ptr<scalar_t>() + n * s.height * s.width * s.in_channels,
-            offset.data_ptr<scalar_t>() + n * offset.size(1) * pixels,
-            mask.defined() ? mask.data_ptr<scalar_t>() + n * mask.size(1) * pixels : nullptr};
+        const auto [offset_tile, offset_stride] = offset.tile<scalar_t>(n, p_begin, p_end - p_begin, offset_buffer);
+        const auto [mask_tile, mask_stride] =
+            has_mask ? mask->tile<scalar_t>(n, p_begin, p_end - p_begin, mask_buffer)
+                     : std::pair<const scalar_t*, int64_t>{nullptr, 0};
+        const ImageArgs<scalar_t> img{x.data_ptr<scalar_t>() + n * s.height * s.width * s.in_channels,
+                                      offset_tile, mask_tile, offset_stride, mask_stride};
         plan_tile(s, img, p_begin, p_end - p_begin, plan);
         gather_columns(s, runs, img, plan, p_end - p_begin, zeros.data(), columns.data_ptr<scalar_t>());
         const at::Tensor tile_columns = columns.narrow(0, 0, p_end - p_begin);
         for (int64_t group = 0; group < s.groups; ++group) {
-          // out[n, group's channels, tile] += W_group (Cout/g x KC/g) @ columns_group^T
+          // out[n, group's channels, tile] += W_group (Cout/g x KC/g) @ columns_group^T (a
+          // strided view of the output when it is channels-last: addmm_ writes through it)
           out_flat[n]
               .narrow(0, group * group_out, group_out)
               .narrow(1, p_begin, p_end - p_begin)
@@ -549,14 +596,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
             slot_grad_x[index] = at::zeros({image_size}, x.options());
           }
           for (int64_t n = slot.n_begin; n < slot.n_end; ++n) {
-            const ImageArgs<scalar_t> img{
-                x.data_ptr<scalar_t>() + n * image_size,
-                offset.data_ptr<scalar_t>() + n * offset.size(1) * pixels,
-                has_mask ? mask.data_ptr<scalar_t>() + n * mask.size(1) * pixels : nullptr};
             scalar_t* grad_x_image = slot.private_grad_x ? slot_grad_x[index].data_ptr<scalar_t>()
                                                          : grad_x.data_ptr<scalar_t>() + n * image_size;
             for (int64_t p_begin = slot.p_begin; p_begin < slot.p_end; p_begin += tile) {
               const int64_t count = std::min(slot.p_end, p_begin + tile) - p_begin;
+              const ImageArgs<scalar_t> img{
+                  x.data_ptr<scalar_t>() + n * image_size,
+                  offset.data_ptr<scalar_t>() + n * offset.size(1) * pixels + p_begin,
+                  has_mask ? mask.data_ptr<scalar_t>() + n * mask.size(1) * pixels + p_begin : nullptr,
+                  pixels, pixels};
               plan_tile(s, img, p_begin, count, plan);
               gather_columns(s, runs, img, plan, count, zeros.data(), columns.data_ptr<scalar_t>());
               const at::Tensor tile_columns = columns.narrow(0, 0, count);
