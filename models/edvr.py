@@ -108,31 +108,22 @@ class TSAFusion(nn.Module):
         """cat(maxpool, avgpool): (N, F, H, W) -> (N, 2F, H/2, W/2)."""
         return torch.cat((self.max_pool(x), self.avg_pool(x)), dim=1)
 
-    def forward(self, aligned_feat: Tensor, in_place: bool = False) -> Tensor:
-        """``in_place``: weight ``aligned_feat`` in place (no second (B, T, F, H, W) buffer); only
-        without autograd, and only by a caller that does not read ``aligned_feat`` afterwards."""
-        b, t, c, h, w = aligned_feat.shape
-        # temporal attention: per-frame, per-pixel similarity to the reference frame, one frame
-        # at a time (only one frame's temporaries exist at once)
+    def forward(self, aligned_feat: Tensor) -> Tensor:
         embedding_ref = self.temporal_attn1(aligned_feat[:, self.center_frame_idx])
-        if in_place:
-            weighted = aligned_feat
-        else:  # in the layout the 1x1 convs read
-            weighted = torch.empty(b, h, w, t, c, dtype=torch.promote_types(aligned_feat.dtype, embedding_ref.dtype),
-                                   device=embedding_ref.device).permute(0, 3, 4, 1, 2)
-        for i in range(t):
-            frame = aligned_feat[:, i]
-            corr_prob = torch.sigmoid((self.temporal_attn2(frame) * embedding_ref).sum(dim=1, keepdim=True))
-            if in_place:
-                frame.mul_(corr_prob)
-            else:
-                weighted[:, i] = frame * corr_prob
-        aligned_feat = weighted.flatten(1, 2)  # (B, T*F, H, W)
+        weighted = torch.cat([self.weight_frame(aligned_feat[:, i], embedding_ref)
+                              for i in range(aligned_feat.shape[1])], dim=1)  # (B, T*F, H, W)
+        return self.attend(self.feat_fusion(weighted), self.spatial_attn1(weighted))
 
-        feat = lrelu(self.feat_fusion(aligned_feat))
+    def weight_frame(self, frame: Tensor, embedding_ref: Tensor) -> Tensor:
+        """Temporal attention of one aligned frame, (N, F, H, W): the frame times the sigmoid of its
+        per-pixel similarity to the reference (``embedding_ref = temporal_attn1(reference)``)."""
+        return frame * torch.sigmoid((self.temporal_attn2(frame) * embedding_ref).sum(dim=1, keepdim=True))
 
-        # spatial attention, two pyramid levels
-        attn = lrelu(self.spatial_attn1(aligned_feat))
+    def attend(self, fused: Tensor, attn: Tensor) -> Tensor:
+        """Spatial attention (two pyramid levels) from ``feat_fusion`` and ``spatial_attn1`` of the
+        weighted frames (before their activations), both (N, F, H, W) -> (N, F, H, W)."""
+        feat = lrelu(fused)
+        attn = lrelu(attn)
         attn = lrelu(self.spatial_attn2(self._pool(attn)))
         attn_level = lrelu(self.spatial_attn_l1(attn))
         attn_level = lrelu(self.spatial_attn_l2(self._pool(attn_level)))
@@ -287,7 +278,9 @@ class EDVR(nn.Module):
         # PCD: align every frame (the centre one too) to the centre frame, all B*T at once
         ref = [self._centre_for_every_frame(feat, b, t) for feat in pyramid]
         aligned = self.pcd_align(pyramid, ref)
-        return self._reconstruct(aligned.unflatten(0, (b, t)), x[:, self.center_frame_idx])
+        aligned = aligned.unflatten(0, (b, t))
+        feat = self.fusion(aligned) if self.with_tsa else self.fusion(aligned.flatten(1, 2))
+        return self._reconstruct(feat, x[:, self.center_frame_idx])
 
     def extract_features(self, frames: Tensor) -> list[Tensor]:
         """Feature pyramid of independent frames: (N, C, H, W) -> [L1, L2, L3], (N, F, h/2^i, w/2^i).
@@ -306,38 +299,43 @@ class EDVR(nn.Module):
 
     def restore_from_features(self, pyramids: Sequence[list[Tensor]], x_center: Tensor,
                               strip_rows: int | None = None) -> Tensor:
-        """The rest of ``forward`` from precomputed pyramids: the same result, frame by frame.
+        """The rest of ``forward`` from precomputed pyramids, streaming one frame at a time.
 
         ``pyramids``: T pyramids ``extract_features`` made, each [L1, L2, L3] of (B, F, h, w)
         (one per window position); ``x_center``: the centre input frames, (B, C, H, W).
-        Frames are aligned one at a time. With ``strip_rows`` the upsampling runs on horizontal
-        strips of that many feature rows (each with enough context rows that the result is
-        unchanged), so no full-size 64-channel activation exists at once.
+        Each frame is aligned, weighted (TSA) and folded into the fusion's 1x1 convolutions
+        over the T*F stacked channels (a sum of per-frame parts), so the (B, T, F, h, w)
+        stack never exists. With ``strip_rows`` the upsampling runs on horizontal strips of
+        that many feature rows (with enough context rows that the result is unchanged), so no
+        full-size 64-channel activation exists at once. Same result as ``forward`` up to
+        float rounding (sums are taken in another order).
         """
         if len(pyramids) != self.num_frame:
             raise ValueError(f"restore_from_features: expected {self.num_frame} pyramids, got {len(pyramids)}")
-        ref = pyramids[self.center_frame_idx]
-        aligned = None
-        for i, pyramid in enumerate(pyramids):
-            frame = self.pcd_align(pyramid, ref)
-            if aligned is None:  # (B, T, F, h, w) stored as (B, h, w, T, F): fusion reads (B, T*F, h, w) channels-last
-                b, f, h, w = frame.shape
-                aligned = frame.new_empty(b, h, w, len(pyramids), f).permute(0, 3, 4, 1, 2)
-            aligned[:, i] = frame
+        centre = self.center_frame_idx
+        convs = [self.fusion.feat_fusion, self.fusion.spatial_attn1] if self.with_tsa else [self.fusion]
+        sums: list[Tensor] = []
+        embedding_ref = None
+        for i in [centre] + [j for j in range(self.num_frame) if j != centre]:  # the reference first
+            frame = self.pcd_align(pyramids[i], pyramids[centre])
+            if self.with_tsa:
+                if embedding_ref is None:
+                    embedding_ref = self.fusion.temporal_attn1(frame)
+                frame = self.fusion.weight_frame(frame, embedding_ref)
+            for k, conv in enumerate(convs):
+                part = _conv1x1_part(conv, frame, i)
+                if len(sums) <= k:  # accumulate in float32 at least (parts are bf16 under autocast)
+                    sums.append(part.to(torch.promote_types(part.dtype, torch.float32)))
+                else:
+                    sums[k].add_(part)
             del frame
-        return self._reconstruct(aligned, x_center, strip_rows, scratch=True)
+        for total, conv in zip(sums, convs):
+            total.add_(conv.bias.view(1, -1, 1, 1))
+        feat = self.fusion.attend(*sums) if self.with_tsa else sums[0]
+        return self._reconstruct(feat, x_center, strip_rows)
 
-    def _reconstruct(self, aligned: Tensor, x_center: Tensor, strip_rows: int | None = None,
-                     scratch: bool = False) -> Tensor:
-        """Aligned features (B, T, F, h, w) and centre frames (B, C, H, W) -> output (B, C_out, 4h, 4w).
-
-        ``scratch``: ``aligned`` is this call's own buffer (no hook or caller sees it), so TSA may
-        weight it in place when there is no autograd.
-        """
-        if self.with_tsa:
-            feat = self.fusion(aligned, in_place=scratch and not torch.is_grad_enabled())
-        else:
-            feat = self.fusion(aligned.flatten(1, 2))
+    def _reconstruct(self, feat: Tensor, x_center: Tensor, strip_rows: int | None = None) -> Tensor:
+        """Fused features (B, F, h, w) and centre frames (B, C, H, W) -> output (B, C_out, 4h, 4w)."""
         feat = self.reconstruction(feat)
         if strip_rows is None:
             out = self._upsample(feat)
@@ -364,6 +362,13 @@ class EDVR(nn.Module):
         per_clip = feat.view(b, t, *feat.shape[1:])
         centre = per_clip[:, self.center_frame_idx : self.center_frame_idx + 1]
         return centre.expand_as(per_clip).reshape(feat.shape)
+
+
+def _conv1x1_part(conv: nn.Conv2d, frame: Tensor, index: int) -> Tensor:
+    """What frame ``index`` ((N, F, H, W)) contributes to a 1x1 convolution over T frames'
+    stacked (N, T*F, H, W) features: the frame's slice of the weight, no bias."""
+    f = frame.shape[1]
+    return F.conv2d(frame, conv.weight[:, index * f : (index + 1) * f])
 
 
 # The upsampling tail's reach, in feature rows: upconv1 (3x3 at 1x), upconv2 (3x3 at 2x), conv_hr

@@ -13,7 +13,8 @@ import torch
 import test as test_script
 from models.checkpoint import CheckpointError, save_network
 from models.edvr import EDVR, edvr_config_from_state_dict
-from models.inference import Tiling, restore_sequence, restore_window, scene_cuts_of, tile_boxes, window_indices
+from models.inference import (Tiling, prepare_for_inference, restore_sequence, restore_window, restore_windows,
+                              scene_cuts_of, tile_boxes, window_indices)
 from tests.data.builders import real_frames, write_clip_tree
 
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
@@ -64,6 +65,40 @@ def test_any_frame_size_round_trips_to_four_times_the_input(size):
     with torch.no_grad():
         out = restore_window(net, torch.rand(1, 5, 3, *size), Tiling(size=16, overlap=8))
     assert out.shape[-2:] == (4 * size[0], 4 * size[1])
+
+
+def test_each_frame_pyramid_is_computed_once_and_windows_equal_the_forward(monkeypatch):
+    """Untiled, consecutive windows share the pyramids of the frames they share (kept across
+    calls in ``pyramids``); every output equals a plain forward of its window."""
+    net, reference = tiny_net().double(), tiny_net().double()  # the same weights
+    calls = []
+    extract = net.extract_features
+    monkeypatch.setattr(net, "extract_features", lambda frames: calls.append(len(frames)) or extract(frames))
+    frames = {i: torch.rand(3, 20, 24, dtype=torch.float64) for i in range(9)}
+    pyramids = {}
+    with torch.no_grad():
+        for centres in ((2, 3), (4, 5), (6,)):  # batches of windows
+            windows = [list(range(c - 2, c + 3)) for c in centres]
+            out = restore_windows(net, frames, windows, pyramids=pyramids)
+            expected = reference(torch.stack([torch.stack([frames[i] for i in w]) for w in windows]))
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+            for index in [i for i in pyramids if i < centres[0]]:
+                del pyramids[index]
+    assert sum(calls) == 9 and set(calls) == {1}  # frames 0..8, each once, one at a time
+    calls.clear()
+    with torch.no_grad():  # tiled: pyramids are per tile, not kept
+        restore_windows(net, frames, [list(range(5))], Tiling(size=8, overlap=8), pyramids=pyramids)
+    assert sum(calls) == 5 * len(tile_boxes(20, 24, Tiling(8, 8)))
+
+
+def test_prepared_network_restores_as_the_plain_one():
+    """prepare_for_inference (eval, no gradients, channels-last on CPU) changes layout, not results."""
+    net, prepared = tiny_net(), prepare_for_inference(tiny_net(), torch.device("cpu"))
+    assert not prepared.training and not any(p.requires_grad for p in prepared.parameters())
+    assert prepared.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    lq = torch.rand(2, 5, 3, 24, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(restore_window(prepared, lq), net(lq), rtol=0, atol=1e-5)
 
 
 # ---- temporal windows and scene cuts ------------------------------------------------------------

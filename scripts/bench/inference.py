@@ -4,8 +4,8 @@
 
 Each configuration runs in its own process (so its peak RSS is its own) and restores
 ``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
-"ours" is ``restore_sequence`` on a network from ``prepare_for_inference`` (the path
-``test.py --input`` takes). The peer is what the reference implementations (BasicSR, EDVR)
+"ours" is ``restore_sequence`` on a network from ``prepare_for_inference``, with test.py's
+allocator settings (the path ``test.py --input`` takes). The peer is what the reference implementations (BasicSR, EDVR)
 do: one plain forward per 5-frame window, NCHW, torchvision's DCN kernel. Printed: seconds
 per frame, frames/s, peak RSS, and the time ratio to the peer of the same size.
 """
@@ -29,17 +29,19 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = {  # name: (LR height, width, DCN backend, tile, overlap); backend "peer": the reference way
     "180x320 reference way (peer)": (180, 320, "peer", None, 0),
     "180x320 ours": (180, 320, "auto", None, 0),
-    "180x320 ours, tiles 64+32": (180, 320, "auto", 64, 32),
-    "540x960 ours, tiles 128+32 (4K out)": (540, 960, "auto", 128, 32),
+    "180x320 ours, tiles 128+16": (180, 320, "auto", 128, 16),
+    "540x960 ours, tiles 256+16 (4K out)": (540, 960, "auto", 256, 16),
 }
 
 
 def run_one(height: int, width: int, backend: str, tile: int | None, overlap: int, frames: int) -> dict:
+    if backend != "peer":  # as test.py: before torch is imported
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     import numpy as np
     import torch
 
     from models.edvr import EDVR
-    from models.inference import Tiling, prepare_for_inference, restore_sequence
+    from models.inference import Tiling, prepare_for_inference, release_freed_activations, restore_sequence
     from ops.dcn import get_backend
 
     torch.manual_seed(0)
@@ -59,6 +61,7 @@ def run_one(height: int, width: int, backend: str, tile: int | None, overlap: in
 
         stream = reference_way()
     else:
+        release_freed_activations()  # as test.py
         net = prepare_for_inference(EDVR(dcn_backend=backend), cpu)  # EDVR-M
         stream = restore_sequence(net, clip.__getitem__, len(clip), 5, cpu, tiling=Tiling(tile, overlap))
     next(stream)  # warm-up: first frame (allocations, backend load)
