@@ -286,7 +286,7 @@ def restore_sequence(
             with torch.inference_mode():
                 out = restore_windows(net, tensors, windows, tiling, multiple, scale, amp_dtype, pyramids)
                 out = out[..., : height * scale, : width * scale]
-                out = (out.clamp_(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                out = out.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for center, restored in zip(centers, out):
                 yield center, decoded[center], restored
             for store in (decoded, tensors):

@@ -1,13 +1,14 @@
-"""EDVR-M restoration speed and peak memory on CPU: ours vs the reference way, in one run.
+"""EDVR-M restoration speed and peak memory: ours vs the reference way, in one run.
 
-    python scripts/bench/inference.py [--frames 3] [--configs ...]
+    python scripts/bench/inference.py [--frames 3] [--configs ...] [--device cpu|cuda]
 
-Each configuration runs in its own process (so its peak RSS is its own) and restores
+Each configuration runs in its own process (so its peak memory is its own) and restores
 ``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
 "ours" is ``restore_sequence`` on a network from ``prepare_for_inference``, with test.py's
-allocator settings (the path ``test.py --input`` takes). The peer is what the reference implementations (BasicSR, EDVR)
-do: one plain forward per 5-frame window, NCHW, torchvision's DCN kernel. Printed: seconds
-per frame, frames/s, peak RSS, and the time ratio to the peer of the same size.
+allocator settings (the path ``test.py --input`` takes). The peer is what the reference
+implementations (BasicSR, EDVR) do: one plain forward per 5-frame window, NCHW, float32,
+torchvision's DCN kernel. Printed: seconds per frame, frames/s, peak memory (RSS; on CUDA
+also the peak allocated GPU memory) and the time ratio to the peer of the same size and device.
 """
 
 from __future__ import annotations
@@ -20,22 +21,44 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = {  # name: (LR height, width, DCN backend, tile, overlap); backend "peer": the reference way
-    "180x320 reference way (peer)": (180, 320, "peer", None, 0),
-    "180x320 ours": (180, 320, "auto", None, 0),
-    "180x320 ours, tiles 128+16": (180, 320, "auto", 128, 16),
-    "540x960 ours, tiles 256+16 (4K out)": (540, 960, "auto", 256, 16),
+
+@dataclass(frozen=True)
+class Config:
+    height: int  # LR frame size
+    width: int
+    peer: bool = False  # the reference way instead of ours
+    tile: int | None = None
+    overlap: int = 0
+    amp: str | None = None  # "float16" / "bfloat16" autocast
+
+
+CONFIGS = {
+    "cpu": {
+        "180x320 reference way (peer)": Config(180, 320, peer=True),
+        "180x320 ours": Config(180, 320),
+        "180x320 ours, tiles 128+16": Config(180, 320, tile=128, overlap=16),
+        "540x960 ours, tiles 256+16 (4K out)": Config(540, 960, tile=256, overlap=16),
+    },
+    "cuda": {
+        "180x320 reference way (peer)": Config(180, 320, peer=True),
+        "180x320 ours fp32": Config(180, 320),
+        "180x320 ours fp16": Config(180, 320, amp="float16"),
+        "180x320 ours bf16": Config(180, 320, amp="bfloat16"),
+        "540x960 reference way (peer)": Config(540, 960, peer=True),
+        "540x960 ours fp16 (4K out)": Config(540, 960, amp="float16"),
+    },
 }
 
 
-def run_one(height: int, width: int, backend: str, tile: int | None, overlap: int, frames: int) -> dict:
-    if backend != "peer":  # as test.py: before torch is imported
+def run_one(config: Config, device_name: str, frames: int) -> dict:
+    if not config.peer:  # as test.py: before torch is imported
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     import numpy as np
     import torch
@@ -45,59 +68,83 @@ def run_one(height: int, width: int, backend: str, tile: int | None, overlap: in
     from ops.dcn import get_backend
 
     torch.manual_seed(0)
+    device = torch.device(device_name)
     rng = np.random.default_rng(0)
-    clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames + 1)]
-    cpu = torch.device("cpu")
-    if backend == "peer":
+    clip = [rng.integers(0, 256, (config.height, config.width, 3), dtype=np.uint8) for _ in range(frames + 1)]
+    if config.peer:
         backend = "torchvision"
-        net = EDVR(dcn_backend=backend).eval()  # EDVR-M
+        net = EDVR(dcn_backend=backend).eval().to(device)  # EDVR-M
 
         def reference_way():
             for center in range(len(clip)):
                 window = [min(max(i, 0), len(clip) - 1) for i in range(center - 2, center + 3)]
-                lq = torch.from_numpy(np.stack([clip[i] for i in window])).permute(0, 3, 1, 2)[None].float() / 255
+                lq = torch.from_numpy(np.stack([clip[i] for i in window])).permute(0, 3, 1, 2)[None]
                 with torch.no_grad():
-                    yield (net(lq).clamp(0, 1) * 255).round().byte()
+                    out = net(lq.to(device).float() / 255)
+                    yield (out.clamp(0, 1) * 255).round().byte().cpu()
 
         stream = reference_way()
     else:
+        backend = "auto"
         release_freed_activations()  # as test.py
-        net = prepare_for_inference(EDVR(dcn_backend=backend), cpu)  # EDVR-M
-        stream = restore_sequence(net, clip.__getitem__, len(clip), 5, cpu, tiling=Tiling(tile, overlap))
-    next(stream)  # warm-up: first frame (allocations, backend load)
+        net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
+        stream = restore_sequence(net, clip.__getitem__, len(clip), 5, device,
+                                  tiling=Tiling(config.tile, config.overlap),
+                                  amp_dtype=getattr(torch, config.amp) if config.amp else None)
+    next(stream)  # warm-up: first frame (allocations, backend load, cuDNN autotuning)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in stream:
+    for _ in stream:  # every frame comes back to the host, so the clock includes the GPU work
         pass
     seconds = (time.perf_counter() - start) / frames
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return {"s_per_frame": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "backend": get_backend(backend).name}
+            "peak_gpu_mib": gpu, "backend": get_backend(backend).name}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=3, help="timed frames per configuration")
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="names of CONFIGS to run")
+    parser.add_argument("--device", choices=sorted(CONFIGS), default="cpu")
+    parser.add_argument("--configs", nargs="*", help="names of the device's configurations (default: all)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
+    configs = CONFIGS[args.device]
     if args.one:
-        print(json.dumps(run_one(*CONFIGS[args.one], frames=args.frames)))
+        print(json.dumps(run_one(configs[args.one], args.device, frames=args.frames)))
         return
+    names = args.configs or list(configs)
+    unknown = [name for name in names if name not in configs]
+    if unknown:
+        parser.error(f"unknown --configs {unknown}; for --device {args.device}: {list(configs)}")
+    if args.device == "cuda":
+        import torch
 
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; EDVR-M (random weights), {args.frames} frames each")
-    print("| configuration | DCN | s/frame | frames/s | peak RSS MiB | time vs peer |")
-    print("|---|---|---:|---:|---:|---:|")
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA GPU here")
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {platform.machine()}, {where}; "
+          f"EDVR-M (random weights), {args.frames} frames each")
+    print("| configuration | DCN | s/frame | frames/s | peak RSS MiB | peak GPU MiB | time vs peer |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     peers = {}
-    for name in args.configs:
-        result = subprocess.run([sys.executable, __file__, "--one", name, "--frames", str(args.frames)],
-                                capture_output=True, text=True, check=True)
+    for name in names:
+        result = subprocess.run([sys.executable, __file__, "--one", name, "--frames", str(args.frames),
+                                 "--device", args.device], capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
         r = json.loads(result.stdout.strip().splitlines()[-1])
         size = name.split()[0]
-        if "peer" in name:
+        if configs[name].peer:
             peers[size] = r["s_per_frame"]
         ratio = f"{r['s_per_frame'] / peers[size]:.2f}x" if size in peers else "n/a"
+        gpu = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         print(f"| {name} | {r['backend']} | {r['s_per_frame']:.2f} | {1 / r['s_per_frame']:.3f} | "
-              f"{r['peak_rss_mib']:.0f} | {ratio} |", flush=True)
+              f"{r['peak_rss_mib']:.0f} | {gpu} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":
