@@ -255,7 +255,7 @@ def restore(args: argparse.Namespace) -> dict:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     writer = open_video_writer(video_tmp, fps, (width * scale, height * scale)) if video_tmp else None
-    metrics: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    metrics: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
     start = time.perf_counter()
     try:
         frames = restore_sequence(
@@ -274,10 +274,15 @@ def restore(args: argparse.Namespace) -> dict:
                 if gt.shape != restored.shape:
                     raise ValueError(f"{args.gt}/{name}: ground truth is {gt.shape[1]}x{gt.shape[0]}, "
                                      f"the restored frame {restored.shape[1]}x{restored.shape[0]}")
+            bicubic = None
+            if gt is not None or index in compare:  # the baseline: MATLAB bicubic (the input itself for hr_in)
+                bicubic = imresize(lq, scale) if scale != 1 else lq
+            if gt is not None:
                 metrics["psnr"].append(psnr(restored, gt))
                 metrics["ssim"].append(ssim(restored, gt))
+                metrics["bicubic_psnr"].append(psnr(bicubic, gt))
+                metrics["bicubic_ssim"].append(ssim(bicubic, gt))
             if index in compare:
-                bicubic = imresize(lq, scale) if scale != 1 else lq
                 panels, labels = [bicubic, restored], ["bicubic", type(net).__name__]
                 if gt is not None:
                     panels, labels = panels + [gt], labels + ["GT"]
@@ -296,8 +301,10 @@ def restore(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - start
 
     if metrics["psnr"]:
-        table = (f"| frames | PSNR | SSIM |\n|---|---|---|\n| {len(metrics['psnr'])} | "
-                 f"{np.mean(metrics['psnr']):.2f} | {np.mean(metrics['ssim']):.4f} |")
+        mean = {key: float(np.mean(values)) for key, values in metrics.items()}
+        table = (f"| frames | PSNR | SSIM | bicubic PSNR | bicubic SSIM |\n|---|---|---|---|---|\n"
+                 f"| {len(metrics['psnr'])} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['bicubic_psnr']:.2f} | "
+                 f"{mean['bicubic_ssim']:.4f} |")
         print(table)
         (partial or args.video.parent).joinpath("metrics.md").write_text(table + "\n")
     if partial is not None:  # only now does the output folder appear, complete
@@ -308,10 +315,12 @@ def restore(args: argparse.Namespace) -> dict:
         video_tmp.replace(args.video)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {"frames": count, "seconds": seconds, "fps": count / seconds, "peak_rss_mib": peak_rss_mib,
-               "psnr": float(np.mean(metrics["psnr"])) if metrics["psnr"] else None}
+               "psnr": float(np.mean(metrics["psnr"])) if metrics["psnr"] else None,
+               "bicubic_psnr": float(np.mean(metrics["bicubic_psnr"])) if metrics["bicubic_psnr"] else None}
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""
     print(f"restored {count} frames of {width}x{height} -> {width * scale}x{height * scale} in {seconds:.1f} s "
-          f"({summary['fps']:.2f} frames/s), peak RSS {peak_rss_mib:.0f} MiB{gpu}", flush=True)
+          f"({summary['fps']:.3g} frames/s, {seconds / count:.3g} s/frame), peak RSS {peak_rss_mib:.0f} MiB{gpu}",
+          flush=True)
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
 from pathlib import Path
 
 import cv2
@@ -13,8 +14,8 @@ import torch
 import test as test_script
 from models.checkpoint import CheckpointError, save_network
 from models.edvr import EDVR, edvr_config_from_state_dict
-from models.inference import (Tiling, prepare_for_inference, restore_sequence, restore_window, restore_windows,
-                              scene_cuts_of, tile_boxes, window_indices)
+from models.inference import (Tiling, prepare_for_inference, release_freed_activations, restore_sequence,
+                              restore_window, restore_windows, scene_cuts_of, tile_boxes, window_indices)
 from tests.data.builders import real_frames, write_clip_tree
 
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
@@ -99,6 +100,33 @@ def test_prepared_network_restores_as_the_plain_one():
     lq = torch.rand(2, 5, 3, 24, 28)
     with torch.no_grad():
         torch.testing.assert_close(restore_window(prepared, lq), net(lq), rtol=0, atol=1e-5)
+
+
+def test_bf16_autocast_restores_close_to_float32_and_returns_float32():
+    net = tiny_net()
+    lq = torch.rand(1, 5, 3, 24, 28)
+    with torch.no_grad():
+        full = restore_window(net, lq)
+        half = restore_window(net, lq, amp_dtype=torch.bfloat16)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert (half - full).abs().mean() < 0.01
+
+
+def test_deblurring_network_restores_any_size_at_the_input_size():
+    """hr_in (deblurring) networks work at 1/4 inside: frames are padded to multiples of 16,
+    the output has the input's size."""
+    torch.manual_seed(0)
+    net = EDVR(**TINY, with_predeblur=True, hr_in=True).eval()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (40, 36, 3), dtype=np.uint8) for _ in range(6)]
+    out = list(restore_sequence(net, frames.__getitem__, 6, 5, torch.device("cpu"), scale=1, multiple=16))
+    assert [i for i, _, _ in out] == list(range(6))
+    assert all(restored.shape == (40, 36, 3) and restored.dtype == np.uint8 for _, _, restored in out)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_release_freed_activations_applies_on_glibc():
+    assert release_freed_activations() is True
 
 
 # ---- temporal windows and scene cuts ------------------------------------------------------------
@@ -204,9 +232,10 @@ def test_folder_to_frames_with_compare_and_gt_metrics(weights, clip, tmp_path, c
     assert cv2.imread(str(out / "frame_0.png")).shape == (576, 704, 3)
     assert sorted(p.name for p in (out / "compare").iterdir()) == ["frame_0.png", "frame_5.png"]
     assert cv2.imread(str(out / "compare" / "frame_0.png")).shape == (576, 3 * 704, 3)  # bicubic | EDVR | GT
-    assert summary["frames"] == 6 and summary["psnr"] is not None
+    assert summary["frames"] == 6 and summary["psnr"] is not None and summary["bicubic_psnr"] is not None
     printed = capsys.readouterr().out
-    assert "| frames | PSNR | SSIM |" in printed and "restored 6 frames of 176x144 -> 704x576" in printed
+    assert "| frames | PSNR | SSIM | bicubic PSNR | bicubic SSIM |" in printed
+    assert "restored 6 frames of 176x144 -> 704x576" in printed
     assert (out / "metrics.md").is_file() and not (tmp_path / "out.partial").exists()
 
 
