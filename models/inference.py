@@ -116,8 +116,9 @@ def restore_windows(net: nn.Module, frames: dict[int, Tensor], windows: list[lis
     of ``multiple``) and ``windows`` (B lists of T indices) -> (B, C_out, H*scale, W*scale), float32.
 
     Networks with ``extract_features``/``restore_from_features`` (EDVR) compute each frame's
-    feature pyramid once for all the windows that share it (the same arithmetic as a forward
-    per window), align frame by frame and upsample in strips, which bounds memory. Untiled,
+    feature pyramid once for all the windows that share it, then align and fuse frame by frame
+    and upsample in strips, which bounds memory: the arithmetic of a forward per window, with
+    the fusion's sums taken in another order (float rounding only). Untiled,
     ``pyramids`` keeps the pyramids across calls (the caller drops frames no longer needed);
     tiled, pyramids are per tile and not kept. Other networks run as ``net(windows)``.
     With ``tiling.size`` the frame is restored tile by tile (see ``Tiling``).
