@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import torch
 from torch.utils.data import Dataset
 
 from data.storage import group_by_clip, open_store, read_clip_meta
@@ -19,8 +20,8 @@ def _check_scale(lq_shape: tuple, gt_shape: tuple, scale: int | None, what: str)
 
 class VideoTestDataset(Dataset):
     """One item per frame: ``{"lq": (num_frame, 3, h, w), "gt": (3, H, W) (when dataroot_gt is
-    given), "key": "clip/frame", "clip": str, "frame_idx": int, "num_frames": int}``, float32 RGB
-    in [0, 1]. Windows at clip borders are padded per ``padding`` (see ``temporal_indices``).
+    given), "key": "clip/frame", "clip": str, "frame_idx": int, "num_frames": int, "window": (num_frame,)
+    clip indices of the lq frames}``, float32 RGB in [0, 1]. Windows at clip borders are padded per ``padding`` (see ``temporal_indices``).
 
     Clips: ``clips`` (names), else those of ``meta_info_file``, else every clip of the LR store.
     Frame names are read from the LR store (natural order). ``scale`` (when given) checks GT size.
@@ -69,6 +70,7 @@ class VideoTestDataset(Dataset):
             "clip": clip,
             "frame_idx": i,
             "num_frames": len(frames),
+            "window": torch.tensor(window),  # clip indices of the lq frames (lets evaluation reuse features)
         }
         if self.gt_store is not None:
             gt = self.gt_store.read(key)

@@ -93,8 +93,13 @@ def evaluate(
     sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     preview = None
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    pyramids, pyramids_clip = {}, None  # feature pyramids of the current clip's frames, reused by its windows
     for item in tqdm(loader, desc=f"eval {name}", unit="frame", disable=not progress, leave=False):
-        output = restore_window(net, item["lq"].to(device), multiple=multiple, scale=scale, amp_dtype=amp_dtype)
+        window = item["window"][0].tolist() if "window" in item else None
+        if item["clip"][0] != pyramids_clip:
+            pyramids, pyramids_clip = {}, item["clip"][0]
+        output = restore_window(net, item["lq"].to(device), multiple=multiple, scale=scale, amp_dtype=amp_dtype,
+                                window=window, pyramids=pyramids if window is not None else None)
         output = quantize(output)
         if preview is None:
             preview = output[0].cpu()

@@ -168,19 +168,30 @@ def _cat(tensors: list[Tensor]) -> Tensor:
 
 
 def restore_window(net: nn.Module, lq: Tensor, tiling: Tiling = Tiling(), multiple: int = 4, scale: int = 4,
-                   amp_dtype: torch.dtype | None = None) -> Tensor:
+                   amp_dtype: torch.dtype | None = None, window: list[int] | None = None,
+                   pyramids: Pyramids | None = None) -> Tensor:
     """Restore the centre frame of each window: (B, T, C, h, w) -> (B, C, h*scale, w*scale), float32.
 
     Frames whose size is not a multiple of ``multiple`` are reflect-padded at the bottom/right
     (once, for the whole frame, so tiles see the same border as the untiled run) and the output
     is cropped back. ``scale`` is 1 for hr_in networks. With ``tiling.size`` the frame is
-    restored tile by tile (see ``Tiling``).
+    restored tile by tile (see ``Tiling``). ``window`` (B = 1): the clip indices of the T
+    frames; then ``pyramids`` keeps their feature pyramids from call to call (consecutive windows
+    of one clip share 4 of 5 frames; pyramids of frames not in ``window`` are dropped). Give a
+    fresh dict for each clip.
     """
     b, t, _, h, w = lq.shape
     padded = pad_to_multiple(lq, multiple)
-    frames = {i: frame for i, frame in enumerate(padded.flatten(0, 1))}
-    windows = [list(range(j * t, (j + 1) * t)) for j in range(b)]
-    return restore_windows(net, frames, windows, tiling, multiple, scale, amp_dtype)[..., : h * scale, : w * scale]
+    if window is None:
+        frames = {i: frame for i, frame in enumerate(padded.flatten(0, 1))}
+        windows = [list(range(j * t, (j + 1) * t)) for j in range(b)]
+    else:
+        if b != 1 or len(window) != t:
+            raise ValueError(f"restore_window: window {window} needs one window of {t} frames, got shape {tuple(lq.shape)}")
+        frames, windows = dict(zip(window, padded[0])), [list(window)]
+        for index in [i for i in (pyramids or {}) if i not in frames]:
+            del pyramids[index]
+    return restore_windows(net, frames, windows, tiling, multiple, scale, amp_dtype, pyramids)[..., : h * scale, : w * scale]
 
 
 def scene_cut_before(previous: np.ndarray, frame: np.ndarray, threshold: float) -> bool:

@@ -226,6 +226,7 @@ def test_video_test_dataset_every_frame_with_padding(demo):
             torch.stack([torch.from_numpy(lr.read(f"{clip}/{j:08d}")).permute(2, 0, 1) for j in window]) / 255
         )
         assert torch.allclose(item["lq"], want)
+        assert item["window"].tolist() == window
         assert item["gt"].shape[1:] == (item["lq"].shape[2] * 4, item["lq"].shape[3] * 4)
     no_gt = VideoTestDataset(demo / "train_sharp_bicubic" / "X4", clips=["007"], padding="replicate")
     assert "gt" not in no_gt[0] and len(no_gt) == 6
