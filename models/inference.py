@@ -119,13 +119,18 @@ def restore_windows(net: nn.Module, frames: dict[int, Tensor], windows: list[lis
     feature pyramid once for all the windows that share it, then align and fuse frame by frame
     and upsample in strips, which bounds memory: the arithmetic of a forward per window, with
     the fusion's sums taken in another order (float rounding only). Untiled,
-    ``pyramids`` keeps the pyramids across calls (the caller drops frames no longer needed);
+    ``pyramids`` keeps the pyramids across calls (those of frames no window here uses are
+    dropped before new ones are computed);
     tiled, pyramids are per tile and not kept. Other networks run as ``net(windows)``.
     With ``tiling.size`` the frame is restored tile by tile (see ``Tiling``).
     """
     height, width = next(iter(frames.values())).shape[-2:]
     boxes = tile_boxes(height, width, tiling, multiple)
     if len(boxes) == 1:
+        if pyramids is not None:  # memory holds only the pyramids these windows use
+            needed = {i for window in windows for i in window}
+            for index in [i for i in pyramids if i not in needed]:
+                del pyramids[index]
         return _restore_box(net, frames, windows, boxes[0][1], scale, amp_dtype, pyramids)
     out = None
     for (top, left, bottom, right), context in boxes:
@@ -189,8 +194,6 @@ def restore_window(net: nn.Module, lq: Tensor, tiling: Tiling = Tiling(), multip
         if b != 1 or len(window) != t:
             raise ValueError(f"restore_window: window {window} needs one window of {t} frames, got shape {tuple(lq.shape)}")
         frames, windows = dict(zip(window, padded[0])), [list(window)]
-        for index in [i for i in (pyramids or {}) if i not in frames]:
-            del pyramids[index]
     return restore_windows(net, frames, windows, tiling, multiple, scale, amp_dtype, pyramids)[..., : h * scale, : w * scale]
 
 
@@ -291,9 +294,6 @@ def restore_sequence(
             centers = list(range(first, min(first + batch_size, count)))
             load_until(centers[-1] + reach)
             windows = [window_indices(center, shot_of(center), num_frame, padding) for center in centers]
-            needed = {i for window in windows for i in window}
-            for index in [i for i in pyramids if i not in needed]:  # before new ones are computed
-                del pyramids[index]
             height, width = decoded[centers[0]].shape[:2]
             with torch.inference_mode():
                 out = restore_windows(net, tensors, windows, tiling, multiple, scale, amp_dtype, pyramids)
