@@ -93,7 +93,7 @@ class SeededDataset(Dataset):
             try:
                 with seeded_generators(seed):
                     return self.dataset[(index + attempt) % len(self.dataset)]
-            except (OSError, RuntimeError, ValueError) as error:  # StoreError is a RuntimeError
+            except (OSError, RuntimeError, ValueError) as error:  # StoreError is a DataError (ValueError)
                 if not self.skip_bad_samples or attempt == self.MAX_CONSECUTIVE_SKIPS:
                     raise
                 self.skipped += 1

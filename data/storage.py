@@ -26,7 +26,13 @@ META_INFO_NAME = "meta_info.txt"
 _META_LINE = re.compile(r"^(?P<key>\S+)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\) (?P<level>-?\d+)$")
 
 
-class StoreError(RuntimeError):
+class DataError(ValueError):
+    """Input data that cannot be used (frames, clips, lists, videos); the message names the file or key.
+
+    Entry points report it as one ``error:`` line (``options.cli``)."""
+
+
+class StoreError(DataError):
     """A frame store could not deliver a frame (missing, undecodable, corrupt, wrong shape)."""
 
 

@@ -2,7 +2,7 @@
 
 Numerically the reference EDVR (Wang et al., 2019, as maintained in BasicSR): same
 parameter names and shapes (so BasicSR checkpoints load unchanged), same outputs.
-The computation is spelled out in ``shared/reference/edvr_math.md``.
+The reference parameter names and shapes are in ``tests/reference/edvr_*_state_dict.txt``.
 
 Flow: per-frame features (L1, then an L2/L3 pyramid) -> PCD alignment of every
 frame to the centre frame -> fusion (TSA or a 1x1 conv) -> residual

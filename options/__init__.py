@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .parse import OptionsError, Spec, Validator
-from .schema import Options
+
+if TYPE_CHECKING:
+    from .schema import Options
 
 __all__ = ["Options", "OptionsError", "Spec", "dump", "load", "load_text", "to_plain"]
 
@@ -56,6 +58,8 @@ def load_text(text: str, source: str = "<string>", overrides: list[str] | tuple[
         raise OptionsError(source, "", f"expected a mapping of option keys at the top level, got {type(data).__name__}")
     for override in overrides:
         _apply_override(data, override, source)
+    from .schema import Options  # the schema imports the networks and datasets: only when needed
+
     try:
         return Validator(source).parse(Options, data, "")
     except RecursionError as error:
@@ -75,6 +79,14 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Options":  # imported on first use, so that ``options.cli`` stays light
+        from .schema import Options
+
+        return Options
+    raise AttributeError(f"module 'options' has no attribute {name!r}")
 
 
 def dump(options: Options) -> str:

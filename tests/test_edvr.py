@@ -12,9 +12,8 @@ import torch
 from models.blocks import ResidualBlockNoBN
 from models.edvr import EDVR
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
-if not REFERENCE_DIR.is_dir():  # CI clones the repo with shared/ beside it; allow a local copy too
-    REFERENCE_DIR = Path(__file__).resolve().parents[1] / "shared" / "reference"
+# BasicSR's EDVR state-dict keys and shapes, one file per preset (facts copied into the repository)
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 CONFIGS = {
     "edvr_m": dict(),
@@ -29,7 +28,7 @@ TINY = dict(num_feat=16, deformable_groups=4, num_extract_block=1, num_reconstru
 def read_reference(name: str) -> tuple[list[tuple[str, tuple[int, ...]]], int]:
     path = REFERENCE_DIR / f"{name}_state_dict.txt"
     if not path.is_file():
-        pytest.fail(f"reference file missing: {path} (the shared/ folder must sit beside the checkout)")
+        pytest.fail(f"reference file missing: {path}")
     entries, count = [], None
     for line in path.read_text().splitlines():
         if line.startswith("# parameters:"):
