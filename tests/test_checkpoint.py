@@ -75,9 +75,11 @@ def test_mismatch_lists_missing_unexpected_and_shape_keys(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_network(target, tmp_path / "w.pth")
     message = str(info.value)
+    assert "\n" not in message  # one line, however many keys differ
     assert "missing (1): conv_last.bias" in message
     assert "unexpected (1): extra.weight" in message
     assert "shape mismatch (1): conv_hr.weight: file (64, 64, 1, 1) vs network (64, 64, 3, 3)" in message
+    assert "strict_load_g" not in info.value.hint  # a shape differs: loading the rest would not help
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing loaded
 
 
@@ -95,15 +97,45 @@ def test_non_strict_loads_only_matching_keys(tmp_path, caplog):
 
 
 def test_architecture_mismatch_error_names_the_options(tmp_path):
-    save_network(tmp_path / "w.pth", tiny(1, with_tsa=True))
-    with pytest.raises(CheckpointError, match=r"(?s)w.pth \[params\] does not match EDVR.*num_feat, num_frame"):
+    save_network(tmp_path / "w.pth", tiny(1))
+    with pytest.raises(CheckpointError, match=r"w.pth \[params\] does not fit EDVR") as info:
+        load_network(EDVR(**{**TINY, "num_feat": 8}), tmp_path / "w.pth")
+    assert "num_feat, num_frame, with_tsa" in info.value.hint
+
+
+def test_stage_one_weights_into_a_tsa_network_suggest_strict_false(tmp_path):
+    save_network(tmp_path / "w.pth", tiny(1, with_tsa=False))
+    with pytest.raises(CheckpointError) as info:
+        load_network(tiny(1, with_tsa=True), tmp_path / "w.pth")
+    assert "strict_load_g: false" in info.value.hint
+
+
+def test_mismatch_with_recorded_architecture_prints_it(tmp_path):
+    save_network(tmp_path / "w.pth", tiny(1, with_tsa=True), network={"type": "EDVR", "num_feat": 8, "with_tsa": True})
+    with pytest.raises(CheckpointError) as info:
         load_network(tiny(1, with_tsa=False), tmp_path / "w.pth")
+    assert "records the architecture it was trained with: EDVR(num_feat=8, with_tsa=True)" in info.value.hint
+
+
+def test_strict_false_is_suggested_only_when_most_keys_match(tmp_path):
+    sd = tiny(1).state_dict()
+    sd.pop("conv_last.bias")
+    torch.save({"params": sd}, tmp_path / "w.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_network(tiny(2), tmp_path / "w.pth")
+    assert "strict_load_g: false" in info.value.hint
 
 
 @pytest.mark.parametrize(
     "content,key,message",
     [
-        ({"params": {}}, "params_ema", r"has no 'params_ema' entry; its top-level keys: params"),
+        ({"params": {"w": torch.zeros(1)}}, "params_ema", r"has no 'params_ema' entry; its top-level keys: params"),
+        ({"params": {}}, "params", r"\[params\]: expected a mapping of parameter names to tensors \(it is empty\)"),
+        ({"params": {"w": [1]}}, "params", r"\[params\]: .*tensors \(entry w is a list\)"),
+        (torch.zeros(3), "auto", r"expected a dict of weights, got Tensor"),
+        ({"params": {"w": torch.zeros(1)}, "network": "EDVR"}, "auto", r"\[network\]: expected the architecture"),
+        ({"params": {"w": torch.zeros(1)}, "network": {"num_feat": [64]}}, "auto", r"\[network\]: expected"),
+        ({1: torch.zeros(1)}, "auto", r"expected string keys"),
         ({"net": 1, "iter": 5}, "auto", r"holds neither 'params' nor 'params_ema'.*top-level keys: net, iter"),
         ([1, 2, 3], "auto", r"expected a dict of weights, got list"),
         ({"params": [1, 2]}, "params", r"\[params\]: expected a state dict, got list"),

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.outputs import MANIFEST_NAME, OutputError
+
 from data.resize import imresize
 from data.storage import DiskStore, LmdbStore, read_clip_meta
 from scripts.make_demo_data import CLIPS, VAL_CLIPS, make_demo_data
@@ -124,7 +126,16 @@ def test_demo_dataset_layout(tmp_path_factory):
 def test_demo_data_is_deterministic_and_not_overwritten(tmp_path):
     a = make_demo_data(tmp_path / "a", max_frames=2, progress=False)
     b = make_demo_data(tmp_path / "b", max_frames=2, progress=False)
-    assert snapshot(a) == snapshot(b) and len(snapshot(a)) == 4 + 2 * 2 * len(CLIPS)
-    with pytest.raises(SystemExit) as excinfo:
+    files_a, files_b = snapshot(a), snapshot(b)
+    assert files_a.pop(MANIFEST_NAME) and files_b.pop(MANIFEST_NAME)  # what was written, and when
+    assert files_a == files_b and len(files_a) == 4 + 2 * 2 * len(CLIPS)
+    with pytest.raises(OutputError, match="holds an earlier result") as excinfo:
         make_demo_main(["--out", str(a), "--max-frames", "1"])
-    assert "--overwrite" in str(excinfo.value.code)
+    assert "--overwrite" in excinfo.value.hint
+    make_demo_main(["--out", str(a), "--max-frames", "1", "--overwrite"])  # ours: replaced
+    assert len(snapshot(a)) == 5 + 2 * len(CLIPS)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(OutputError, match="not written by vidrestore"):
+        make_demo_main(["--out", str(tmp_path / "photos"), "--overwrite"])
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"

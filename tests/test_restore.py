@@ -14,6 +14,8 @@ import torch
 import test as test_script
 from models.checkpoint import CheckpointError, save_network
 from models.edvr import EDVR, edvr_config_from_state_dict
+from models.outputs import OutputError
+from options.cli import UsageError
 from models.inference import (Tiling, prepare_for_inference, release_freed_activations, restore_sequence,
                               restore_window, restore_windows, scene_cuts_of, tile_boxes, window_indices)
 from tests.data.builders import real_frames, write_clip_tree
@@ -308,14 +310,14 @@ def test_bad_inputs(weights, clip, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "old.png").write_bytes(b"x")
-    with pytest.raises(SystemExit, match="not empty; pass --overwrite"):
+    with pytest.raises(OutputError, match="not empty and was not written by vidrestore"):
         restore("--model", weights, "--input", folder, "--output", busy)
-    with pytest.raises(SystemExit, match="unsupported video container"):
+    with pytest.raises(UsageError, match="unsupported video container"):
         restore("--model", weights, "--input", folder, "--video", tmp_path / "out.xyz")
     options = tmp_path / "other.yml"
     options.write_text("name: x\nnetwork: {type: EDVR, num_feat: 16, deformable_groups: 2, num_extract_block: 1, "
                        "num_reconstruct_block: 1}\n")
     with pytest.raises(CheckpointError, match=r"(?s)shape mismatch \(\d+\): conv_first.weight"):
         restore("--model", weights, "--opt", options, "--input", folder, "--output", tmp_path / "o5")
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="give --output DIR"):
         restore("--model", weights, "--input", folder)  # neither --output nor --video

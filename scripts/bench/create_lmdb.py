@@ -10,7 +10,6 @@ peak RSS of the main process (VmHWM) and of the largest worker process (ru_maxrs
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from options import cli  # noqa: E402
 
 from scripts.make_demo_data import ClipSource, read_clip, write_png  # noqa: E402
 
@@ -59,13 +60,11 @@ def run(mode: str, src: Path, out: Path, workers: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--frames", type=int, default=200, help="N: frames in the small tree (large = 4N)")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=cli.positive_int, default=200, help="N: frames in the small tree (large = 4N)")
+    parser.add_argument("--workers", type=cli.non_negative_int, default=2, help="create_lmdb worker processes")
+    args = parser.parse_args(argv)
     frames = read_clip(ClipSource("src", "bikes.mp4", 0, 50))
     with tempfile.TemporaryDirectory() as tmp:
         rows = {}
@@ -94,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -8,7 +8,6 @@ demo data; compared with the time of one EDVR-M training step (CPU) at the same 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from options import cli  # noqa: E402
 
 from data.reds import REDSDataset  # noqa: E402
 
@@ -52,18 +53,17 @@ def edvr_m_step_seconds(batch_size: int, gt_size: int, steps: int = 3) -> float:
     return min(times[1:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", type=Path, default=Path("datasets/demo"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--gt-size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path("datasets/demo"),
+                        help="demo dataset with LMDB copies (make_demo_data.py --lmdb)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=8, help="samples per batch")
+    parser.add_argument("--gt-size", type=cli.positive_int, default=64, help="GT crop size (a multiple of 4)")
+    parser.add_argument("--batches", type=cli.positive_int, default=30, help="batches timed per configuration")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3, help="interleaved repeats (best kept)")
+    args = parser.parse_args(argv)
     if not (args.root / "train_sharp.lmdb").is_dir():
-        sys.exit(f"{args.root}: no demo LMDB; run: python scripts/make_demo_data.py --lmdb --out {args.root}")
+        raise cli.UsageError(f"{args.root}: no demo LMDB", hint=f"run: python scripts/make_demo_data.py --lmdb --out {args.root}")
     roots = {
         "disk": ("train_sharp", "train_sharp_bicubic/X4"),
         "lmdb": ("train_sharp.lmdb", "train_sharp_bicubic_X4.lmdb"),
@@ -104,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -14,7 +14,6 @@ numbers from one run.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import platform
 import statistics
@@ -27,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from options import cli  # noqa: E402
 
 from ops.dcn import deform_conv2d, get_backend  # noqa: E402
 
@@ -104,15 +105,18 @@ def forward_and_backward(op: Callable[[dict], torch.Tensor], inputs: dict) -> tu
     return forward, both
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median)")
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the ops run")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"),
+                        help="input and weight dtype")
+    parser.add_argument("--threads", type=cli.positive_int, default=None,
+                        help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3, help="timed calls per measurement (median)")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES), help="shapes to time")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS),
+                        help="DCN implementations to time (plus a plain conv2d as the yardstick)")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -149,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

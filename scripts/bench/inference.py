@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from options import cli  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Config:
@@ -103,13 +105,13 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
             "peak_gpu_mib": gpu, "backend": get_backend(backend).name}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=3, help="timed frames per configuration")
-    parser.add_argument("--device", choices=sorted(CONFIGS), default="cpu")
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=cli.positive_int, default=3, help="timed frames per configuration")
+    parser.add_argument("--device", choices=sorted(CONFIGS), default="cpu", help="where the network runs")
     parser.add_argument("--configs", nargs="*", help="names of the device's configurations (default: all)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configs = CONFIGS[args.device]
     if args.one:
         print(json.dumps(run_one(configs[args.one], args.device, frames=args.frames)))
@@ -148,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

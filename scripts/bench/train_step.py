@@ -9,7 +9,6 @@ and the ratio to the torchvision backend (the kernel the reference implementatio
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,17 +20,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from options import cli  # noqa: E402
+
 from models.edvr import EDVR  # noqa: E402
 from models.restorer import Restorer  # noqa: E402
 from options.parse import Validator  # noqa: E402
 from options.schema import TrainOptions  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per backend (after one warm-up)")
-    parser.add_argument("--backends", nargs="+", default=["native", "torchvision"])
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=cli.positive_int, default=3, help="timed steps per backend (after one warm-up)")
+    parser.add_argument("--backends", nargs="+", default=["native", "torchvision"],
+                        choices=["native", "torchvision", "reference"], help="DCN backends to time")
+    args = parser.parse_args(argv)
     recipe = Validator("bench").parse(TrainOptions, {"total_iter": 1000, "scheduler": {"type": "constant"},
                                                      "pixel_loss": {"reduction": "sum"}}, "train")
     generator = torch.Generator().manual_seed(0)
@@ -59,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -68,7 +68,8 @@ def test_failed_checkpoint_write_keeps_the_previous_one(demo, tmp_path, monkeypa
     with pytest.raises(CheckpointError, match=r"iteration 3 \(No space left on device\).*previous checkpoints are intact"):
         run(opts)
     exp = experiment(tmp_path)
-    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_1.pth", "net_g_2.pth"]
+    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_1.pth", "net_g_2.pth", "net_g_latest.pth"]
+    assert (exp / "models" / "net_g_latest.pth").read_bytes() == (exp / "models" / "net_g_2.pth").read_bytes()
     assert sorted(p.name for p in (exp / "training_states").iterdir()) == ["1.state", "2.state"]
     monkeypatch.undo()
     run(opts, "--auto-resume")  # the intact checkpoint resumes
