@@ -13,6 +13,12 @@ from data.storage import DataError, group_by_clip, open_store, read_clip_meta
 from data.transforms import frames_to_tensor, temporal_indices
 from data.vimeo90k import CENTER, septuplet_frames
 
+# How an evaluation averages a test set's per-frame scores (the ``averaging`` attribute of each
+# test dataset, read by ``models.evaluation.evaluate``):
+AVERAGE_OVER_CLIPS = "clips"  # mean of each clip's frames, then the mean of the clip means (REDS4, Vid4)
+AVERAGE_OVER_FRAMES = "frames"  # every restored frame weighs the same, one group (Vimeo-90K-T)
+AVERAGING_RULES = (AVERAGE_OVER_CLIPS, AVERAGE_OVER_FRAMES)
+
 
 def _check_scale(lq_shape: tuple, gt_shape: tuple, scale: int | None, what: str) -> None:
     if scale is not None and (gt_shape[0] != lq_shape[0] * scale or gt_shape[1] != lq_shape[1] * scale):
@@ -31,7 +37,12 @@ class VideoTestDataset(Dataset):
     Frame names are read from the LR store (natural order); a gap in a clip's frame numbering is a
     DataError at construction. Every frame read must have the size of its clip's first frame (in
     its store), and the GT the LR size x ``scale`` (when given), else DataError naming the key.
+
+    Scores average per clip, then over clips (``averaging``: BasicSR's video SR protocol, as the
+    EDVR paper reports REDS4 and Vid4).
     """
+
+    averaging = AVERAGE_OVER_CLIPS
 
     def __init__(
         self,
@@ -93,8 +104,12 @@ class Vimeo90KTestDataset(Dataset):
     septuplets for per-clip tables. ``meta_info_file``: ``sep_testlist.txt``.
 
     Every LR frame read must have the size of the window's first frame, and the GT the LR size x
-    ``scale`` (when given), else DataError naming the key.
+    ``scale`` (when given), else DataError naming the key. Scores average over all septuplets
+    equally, one group (``averaging``: BasicSR's and the published Vimeo-90K-T protocol); the
+    per-sequence-folder means are extra information.
     """
+
+    averaging = AVERAGE_OVER_FRAMES
 
     def __init__(
         self,
