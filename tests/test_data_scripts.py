@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,13 @@ import pytest
 
 from data.resize import imresize
 from data.storage import DataError, DiskStore, LmdbStore, read_clip_meta
+from options.cli import run
+from scripts.create_lmdb import main as create_lmdb_main
 from scripts.make_demo_data import CLIPS, VAL_CLIPS, make_demo_data
 from scripts.make_demo_data import main as make_demo_main
 from scripts.prepare_reds import main as prepare_reds_main
 from scripts.prepare_reds import prepare_reds
+from scripts.prepare_vimeo90k import main as prepare_vimeo90k_main
 from tests.data.builders import demo_dataset, real_frames, reds_folder, write_clip_tree, write_reds_archives
 
 
@@ -20,6 +25,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CLIPS = ("000", "001", "011", "015", "020")
 
 
@@ -150,3 +156,67 @@ def test_demo_data_is_deterministic_and_not_overwritten(tmp_path):
     with pytest.raises(SystemExit) as excinfo:
         make_demo_main(["--out", str(a), "--max-frames", "1"])
     assert "--overwrite" in str(excinfo.value.code)
+
+
+# ---------------------------------------------------------------- command lines: --help, one error line
+SCRIPTS = ("prepare_reds.py", "prepare_vimeo90k.py", "create_lmdb.py", "train_recipe.py")
+
+
+def one_error_line(main, argv: list[str], capsys) -> str:
+    """Run ``main`` as the script does; it must exit 2 with exactly one ``error:`` line on stderr
+    (what a terminal shows: progress bars rewrite their line with carriage returns, then vanish)."""
+    assert run(main, argv) == 2
+    shown = [line.rsplit("\r", 1)[-1].strip() for line in capsys.readouterr().err.split("\n")]
+    shown = [line for line in shown if line]
+    assert len(shown) == 1 and shown[0].startswith("error: "), shown
+    return shown[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_shows_defaults_and_runs_nothing(script, tmp_path):
+    frames = real_frames("carphone_pristine.mp4", 0, 1)
+    root = write_reds_archives(tmp_path / "REDS", "zip", frames, ("000",), ("000",))
+    before = snapshot(tmp_path)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "reds", str(root), str(root), "--help"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout and "(default: " in result.stdout
+    assert snapshot(tmp_path) == before
+
+
+def test_prepare_reds_bad_inputs(tmp_path, capsys):
+    assert "neither train_sharp nor val_sharp" in one_error_line(prepare_reds_main, [str(tmp_path / "none")], capsys)
+    frames = real_frames("carphone_pristine.mp4", 0, 1)
+    root = write_reds_archives(tmp_path / "REDS", "flat", frames, ("000",), ("030",))
+    assert "030: unexpected REDS validation clip name" in one_error_line(prepare_reds_main, [str(root)], capsys)
+
+
+def test_prepare_vimeo90k_bad_inputs(tmp_path, capsys):
+    err = one_error_line(prepare_vimeo90k_main, [str(tmp_path)], capsys)
+    assert "'sequences' folder not found" in err
+    (tmp_path / "sequences").mkdir()
+    assert "neither sep_trainlist.txt nor sep_testlist.txt" in one_error_line(prepare_vimeo90k_main, [str(tmp_path)],
+                                                                                capsys)
+    (tmp_path / "sep_testlist.txt").write_text("00001/0001\n")
+    err = one_error_line(prepare_vimeo90k_main, [str(tmp_path)], capsys)
+    assert "im1.png: listed septuplet 00001/0001 is missing" in err
+    with pytest.raises(SystemExit) as info:  # ranges are the parser's: usage and its error, status 2
+        prepare_vimeo90k_main([str(tmp_path), "--workers", "-1"])
+    assert info.value.code == 2 and "expected an integer >= 0" in capsys.readouterr().err
+
+
+def test_create_lmdb_bad_inputs_and_never_replaces_other_data(tmp_path, capsys):
+    frames = real_frames("carphone_pristine.mp4", 0, 1)
+    tree = write_clip_tree(tmp_path / "frames", {"000": frames})
+    assert "no such folder" in one_error_line(create_lmdb_main, [str(tmp_path / "none"), str(tmp_path / "o")], capsys)
+    err = one_error_line(create_lmdb_main, [str(tree), str(tmp_path / "o"), "--center-only"], capsys)
+    assert err == "error: --center-only needs --septuplet-list"
+    precious = write_clip_tree(tmp_path / "precious", {"000": frames})
+    before = snapshot(precious)
+    err = one_error_line(create_lmdb_main, [str(tree), str(precious)], capsys)
+    assert "precious exists; pass --overwrite to replace it" in err
+    err = one_error_line(create_lmdb_main, [str(tree), str(precious), "--overwrite", "--workers", "0"], capsys)
+    assert "precious is not an LMDB folder (it holds 000); refusing to replace it" in err
+    assert snapshot(precious) == before
+    assert run(create_lmdb_main, [str(tree), str(tmp_path / "x.lmdb"), "--workers", "0"]) == 0
+    assert run(create_lmdb_main, [str(tree), str(tmp_path / "x.lmdb"), "--workers", "0", "--overwrite"]) == 0

@@ -44,6 +44,23 @@ def test_dry_run_prints_every_command_and_runs_nothing(tmp_path):
     assert vimeo.returncode == 0 and "vimeo90k_t.yml" in vimeo.stdout and "vid4.yml" in vimeo.stdout
 
 
+def test_bad_inputs_give_one_error_line_and_status_2(tmp_path):
+    missing = recipe("reds", str(tmp_path / "none"), "--dry-run")
+    assert (missing.returncode, missing.stderr) == (2, f"error: {tmp_path / 'none'}: no such folder\n")
+    override = recipe("reds", str(tmp_path), "--set", "train.optim.lrr=1", "--dry-run")
+    assert override.returncode == 2 and override.stderr.count("\n") == 1
+    assert override.stderr.startswith("error: ") and "did you mean 'lr'" in override.stderr
+    gpus = recipe("reds", str(tmp_path), "--gpus", "0")
+    assert gpus.returncode == 2 and "--gpus: expected an integer >= 1, got '0'" in gpus.stderr
+    # A failing step (prepare_reds on a folder without REDS) ends the recipe with its status.
+    failed = recipe("reds", str(tmp_path))
+    assert failed.returncode == 2 and failed.stderr.splitlines() == [
+        f"error: {tmp_path}: neither train_sharp nor val_sharp found (directly or under train/, val/)",
+        "error: step 1 (prepare REDS) failed with exit status 2; fix the cause and re-run the same command: "
+        "finished steps are skipped and training resumes"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout, lmdb", [("flat", []), ("zip", ["--lmdb"])])
 def test_reds_recipe_end_to_end_and_idempotent(tmp_path, layout, lmdb):
