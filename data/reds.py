@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
-from data.clips import fill_gaps, format_numbers, read_frames
+from data.clips import fill_gaps, format_ranges, read_frames
 from data.storage import DataError, group_by_clip, open_store, read_clip_meta
 from data.transforms import training_sample
 
@@ -98,12 +98,12 @@ class REDSDataset(Dataset):
 
     def _numbered_frames(self, clip: str, frames: list[str]) -> tuple[list[str], set[str]]:
         """(the clip's frames with its numbering's gaps filled in, the names of the missing ones)."""
-        filled, missing = fill_gaps(frames)
-        if missing:
+        filled, gaps = fill_gaps(frames)
+        if gaps:
             logger.warning(
                 "%s: clip %r has no frame numbered %s (a gap in its frame numbering): items whose window "
                 "needs one fail (skipped with datasets.train.skip_bad_frames: true)",
-                self.gt_store, clip, format_numbers(missing))
+                self.gt_store, clip, format_ranges(gaps))
         return filled, set(filled) - set(frames)
 
     def __len__(self) -> int:

@@ -78,8 +78,8 @@ class EvalResult:
             rule = f"all {self.total_frames} frames weigh the same"
         else:
             rule = f"mean of the {len(self.clips)} clip means"
-        cells = [f"**{self.average_label}** ({rule})", str(self.total_frames), *(_fmt(n, self.mean(n)) for n in names)]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [f"**{self.average_label}** ({rule})", str(self.total_frames)]
+        lines.append("| " + " | ".join(cells + [_fmt(n, self.mean(n)) for n in names]) + " |")
         return "\n".join(lines)
 
     def write_csv(self, path: Path) -> None:

@@ -203,10 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", type=Path, help="LMDB folder to create (e.g. train_sharp.lmdb)")
     parser.add_argument("--septuplet-list", type=Path, help="Vimeo-90K sep_trainlist.txt / sep_testlist.txt")
     parser.add_argument("--center-only", action="store_true", help="Vimeo-90K GT: keep only im4")
-    parser.add_argument("--workers", type=non_negative_int, default=2, help="encoding processes (0: in this process)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="encoding processes (0: in this process)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="images per transaction")
-    parser.add_argument("--compress-level", type=int, choices=range(COPY, 10), default=COPY, metavar="{-1..9}",
-                        help="PNG level 0-9 to re-encode; -1 keeps the source PNG bytes (smallest LMDB)")
+    parser.add_argument("--compress-level", type=int, choices=range(COPY, 10), default=COPY,
+                        metavar="{-1..9}", help="PNG level 0-9 to re-encode; -1 keeps the source PNG bytes (smallest LMDB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output LMDB")
     args = parser.parse_args(argv)
     if args.center_only and args.septuplet_list is None:

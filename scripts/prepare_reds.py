@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.clips import format_numbers  # noqa: E402
+from data.clips import format_ranges, missing_ranges  # noqa: E402
 from data.reds import OFFICIAL_VAL_CLIPS, REDS4_CLIPS  # noqa: E402
 from data.storage import DataError, format_clip_meta, png_header_shape  # noqa: E402
 from options.cli import ArgumentParser, run  # noqa: E402
@@ -88,27 +88,30 @@ def frame_names(folder: Path) -> list[str]:
 
 def check_clip(folder: Path, names: list[str]) -> None:
     """A REDS clip holds 00000000.png, 00000001.png, ... without gaps, else DataError."""
-    if names == [f"{i:08d}" for i in range(len(names))] and names:
+    if names and names == [f"{i:08d}" for i in range(len(names))]:
         return
     numbers = {int(n) for n in names if n.isdigit() and len(n) == 8}
     if not names or len(numbers) != len(names):
         raise DataError(f"{folder}: expected REDS frames 00000000.png, 00000001.png, ...; found "
                         f"{', '.join(names[:3]) or 'no PNG frames'}")
-    missing = sorted(set(range(max(numbers) + 1)) - numbers)
-    raise DataError(f"{folder}: the frame numbering has a gap: no frame numbered {format_numbers(missing)}; "
+    gaps = missing_ranges([-1, *numbers])  # from frame 0
+    raise DataError(f"{folder}: the frame numbering has a gap: no frame numbered {format_ranges(gaps)}; "
                     "re-extract the clip")
 
 
 def clip_info(gt: dict[str, Path], lr: dict[str, Path]) -> dict[str, tuple[int, tuple[int, int, int]]]:
-    """{clip: (frame count, (H, W, C) of its first GT frame)}, after checking every GT clip and the LR clips."""
+    """{clip: (frame count, (H, W, C) of its first GT frame)}, once every GT clip and its LR clip pass
+    ``check_clip``."""
     info = {}
     for name, folder in sorted(gt.items()):
         names = frame_names(folder)
         check_clip(folder, names)
-        if name in lr and frame_names(lr[name]) != names:
-            check_clip(lr[name], frame_names(lr[name]))
-            raise DataError(f"clip {name}: the LR clip {lr[name]} has {len(frame_names(lr[name]))} frames, "
-                            f"the GT clip {folder} {len(names)}")
+        if name in lr:
+            lr_names = frame_names(lr[name])
+            check_clip(lr[name], lr_names)
+            if lr_names != names:
+                raise DataError(f"clip {name}: the LR clip {lr[name]} has {len(lr_names)} frames, "
+                                f"the GT clip {folder} {len(names)}")
         first = folder / f"{names[0]}.png"
         with open(first, "rb") as f:
             info[name] = len(names), png_header_shape(f.read(26), str(first))
@@ -134,7 +137,8 @@ def prepare_reds(root: Path, dry_run: bool = False) -> list[str]:
     root = Path(root)
     if not any((root / split / f"{split}_sharp").is_dir() or (root / f"{split}_sharp").is_dir()
                for split in ("train", "val")):
-        raise FileNotFoundError(f"{root}: neither train_sharp nor val_sharp found (directly or under train/, val/)")
+        raise FileNotFoundError(
+            f"{root}: neither train_sharp nor val_sharp found (directly or under train/, val/)")
     moves, notes, final = [], [], {}
     for kind in KINDS:
         kind_moves, kind_notes, final[kind] = plan_kind(root, kind)

@@ -72,7 +72,8 @@ def prepare_vimeo90k(
     if not sequences.is_dir():
         raise FileNotFoundError(f"{sequences}: Vimeo-90K 'sequences' folder not found")
     if not any((root / list_name).is_file() for list_name in LISTS.values()):
-        raise FileNotFoundError(f"{root}: neither {' nor '.join(LISTS.values())} found (the lists of septuplets)")
+        raise FileNotFoundError(
+            f"{root}: neither {' nor '.join(LISTS.values())} found (the lists of septuplets)")
     log, names_all = [], []
     for split, list_name in LISTS.items():
         list_path = root / list_name
@@ -117,9 +118,11 @@ class _Serial:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("root", type=Path, help="vimeo_septuplet folder (sequences/, sep_*list.txt)")
-    parser.add_argument("--lr-root", type=Path, help="LR sequences folder; missing LR frames are generated there")
+    parser.add_argument("--lr-root", type=Path,
+                        help="LR sequences folder; missing LR frames are generated there")
     parser.add_argument("--scale", type=positive_int, default=4, help="LR frames are 1/scale of the HR size")
-    parser.add_argument("--workers", type=non_negative_int, default=2, help="processes making LR frames (0: this one)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="processes making LR frames (0: this one)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     args = parser.parse_args(argv)
     for line in prepare_vimeo90k(args.root, args.lr_root, args.scale, args.workers, args.dry_run):

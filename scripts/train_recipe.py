@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result = subprocess.run(command, cwd=ROOT)
         if result.returncode != 0:
-            print(f"error: step {number} ({step.name}) failed with exit status {result.returncode}; fix the cause "
-                  "and re-run the same command: finished steps are skipped and training resumes",
+            print(f"error: step {number} ({step.name}) failed with exit status {result.returncode}; "
+                  "fix the cause and re-run the same command: finished steps are skipped and training resumes",
                   file=sys.stderr, flush=True)
             return result.returncode
     return 0

@@ -54,10 +54,10 @@ def test_bad_inputs_give_one_error_line_and_status_2(tmp_path):
     assert gpus.returncode == 2 and "--gpus: expected an integer >= 1, got '0'" in gpus.stderr
     # A failing step (prepare_reds on a folder without REDS) ends the recipe with its status.
     failed = recipe("reds", str(tmp_path))
+    step_failed = ("error: step 1 (prepare REDS) failed with exit status 2; fix the cause and re-run the same "
+                   "command: finished steps are skipped and training resumes")
     assert failed.returncode == 2 and failed.stderr.splitlines() == [
-        f"error: {tmp_path}: neither train_sharp nor val_sharp found (directly or under train/, val/)",
-        "error: step 1 (prepare REDS) failed with exit status 2; fix the cause and re-run the same command: "
-        "finished steps are skipped and training resumes"]
+        f"error: {tmp_path}: neither train_sharp nor val_sharp found (directly or under train/, val/)", step_failed]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data.clips import fill_gaps, format_numbers
+from data.clips import check_no_gaps, fill_gaps, format_ranges, missing_ranges
 from data.reds import REDSDataset
 from data.resize import imresize
 from data.sampling import SeededDataset
@@ -20,7 +20,7 @@ from data.video_folder import VideoFileReader, VideoFolderDataset
 from data.video_test import VideoTestDataset, Vimeo90KTestDataset
 from data.vimeo90k import Vimeo90KDataset
 from scripts.create_lmdb import collect_tree, create_lmdb
-from tests.data.builders import real_frames, write_clip_tree, write_pair, write_png
+from tests.data.builders import real_frames, write_pair, write_png
 
 FRAMES = real_frames("carphone_pristine.mp4", 40, 7)  # 144x176, LR 36x44
 
@@ -40,24 +40,28 @@ def reds_pair(tmp_path: Path, frames: list[np.ndarray] = FRAMES) -> tuple[Path, 
 
 # ---------------------------------------------------------------- numbering helpers
 @pytest.mark.parametrize(
-    "names, filled, missing",
+    "names, filled, gaps",
     [
-        (["00000000", "00000001", "00000004"], ["00000000", "00000001", "00000002", "00000003", "00000004"], [2, 3]),
-        (["frame_0009", "frame_0011"], ["frame_0009", "frame_0010", "frame_0011"], [10]),
-        (["f9", "f12"], ["f9", "f10", "f11", "f12"], [10, 11]),
+        (["00000000", "00000001", "00000004"], ["00000000", "00000001", "00000002", "00000003", "00000004"],
+         [(2, 3)]),
+        (["frame_0009", "frame_0011"], ["frame_0009", "frame_0010", "frame_0011"], [(10, 10)]),
+        (["f9", "f12"], ["f9", "f10", "f11", "f12"], [(10, 11)]),
         (["im1", "im2", "im3"], ["im1", "im2", "im3"], []),
         (["a", "b1", "c2"], ["a", "b1", "c2"], []),  # no shared numbering: taken as they are
         (["x1", "y3"], ["x1", "y3"], []),
         (["f1", "f01"], ["f1", "f01"], []),  # a number twice: no numbering
     ],
 )
-def test_fill_gaps(names, filled, missing):
-    assert fill_gaps(names) == (filled, missing)
+def test_fill_gaps(names, filled, gaps):
+    assert fill_gaps(names) == (filled, gaps)
 
 
-def test_format_numbers_as_ranges():
-    assert format_numbers([9, 3, 4, 5]) == "3-5, 9"
-    assert format_numbers(list(range(0, 40, 2))).endswith("... (20 missing)")
+def test_gaps_as_ranges_without_enumerating_them():
+    assert missing_ranges([9, 3, 4, 5, 2, 0]) == [(1, 1), (6, 8)]
+    assert format_ranges([(3, 5), (9, 9)]) == "3-5, 9"
+    assert format_ranges([(n, n) for n in range(1, 40, 2)]).endswith(", 15, ... (20 missing)")
+    with pytest.raises(DataError, match=r"no frame numbered 2-1699999998 \(frames shot_1 \.\.\. shot_1699999999\)"):
+        check_no_gaps(["shot_1", "shot_1699999999"], "timestamps")  # instantly: nothing is enumerated
 
 
 # ---------------------------------------------------------------- frame sizes, every frame of a window
