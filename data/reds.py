@@ -128,4 +128,5 @@ class REDSDataset(Dataset):
             )
         lqs = read_frames(self.lq_store, clip, neighbours, reference=frames[0])
         (gt,) = read_frames(self.gt_store, clip, [frames[center]], reference=frames[0])
-        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot)
+        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot,
+                               what=self.gt_store.where(key))

@@ -120,9 +120,17 @@ def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def training_sample(
-    lqs: list[np.ndarray], gt: np.ndarray, key: str, gt_size: int, scale: int, use_hflip: bool, use_rot: bool
+    lqs: list[np.ndarray],
+    gt: np.ndarray,
+    key: str,
+    gt_size: int,
+    scale: int,
+    use_hflip: bool,
+    use_rot: bool,
+    what: str | None = None,
 ) -> dict:
-    """Paired crop + identical flips/rotation -> {"lq": (T, C, h, w), "gt": (C, H, W), "key"}."""
-    lqs, gt = paired_random_crop(lqs, gt, gt_size, scale, key)
+    """Paired crop + identical flips/rotation -> {"lq": (T, C, h, w), "gt": (C, H, W), "key"};
+    ``what`` names the GT frame in errors (its store and key; ``key`` by default)."""
+    lqs, gt = paired_random_crop(lqs, gt, gt_size, scale, what or key)
     *lqs, gt = random_flip_rotate([*lqs, gt], hflip=use_hflip, rotation=use_rot)
     return {"lq": frames_to_tensor(lqs), "gt": frames_to_tensor([gt])[0], "key": key}

@@ -69,5 +69,7 @@ class Vimeo90KDataset(Dataset):
         key = self.keys[index % len(self.keys)]
         names = self.frames[::-1] if self.random_reverse and random.random() < 0.5 else self.frames
         lqs = read_frames(self.lq_store, key, names, reference=self.frames[0])
-        gt = self.gt_store.read(f"{key}/im{CENTER}")  # the only GT frame: checked against the LR size
-        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot)
+        gt_key = f"{key}/im{CENTER}"
+        gt = self.gt_store.read(gt_key)  # the only GT frame: checked against the LR size
+        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot,
+                               what=self.gt_store.where(gt_key))

@@ -130,7 +130,7 @@ def test_reds_scale_mismatch_names_the_clip(tmp_path):
     gt = write_clip_tree(tmp_path / "gt", {"003": frames})
     lq = write_clip_tree(tmp_path / "lq", {"003": [imresize(f, 0.5) for f in frames]})
     ds = REDSDataset(gt, lq, val_partition=None, gt_size=32)
-    with pytest.raises(ValueError, match=r"003/0000000\d: GT frame is 176x144 but LR frame 88x72"):
+    with pytest.raises(DataError, match=r"gt\): key '003/0000000\d' \(.*\.png\): GT frame is 176x144 but LR frame 88x72"):
         ds[0]
 
 

@@ -109,6 +109,9 @@ def test_vimeo90k_training_and_test_check_every_frame(tmp_path):
     write_png(root / "00001" / "0001" / "im4.png", bigger(FRAMES[3]))
     with pytest.raises(DataError, match=r"key '00001/0001/im4'.*GT frame is 184x148 but LR frame 44x36"):
         Vimeo90KTestDataset(lr_root, tmp_path / "list.txt", num_frame=3, dataroot_gt=root)[0]
+    train = Vimeo90KDataset(root, lr_root, tmp_path / "list.txt", num_frame=3, gt_size=32)
+    with pytest.raises(DataError, match=r"key '00001/0001/im4' \(.*im4.png\): GT frame is 184x148 but LR frame 44x36"):
+        train[0]
 
 
 def test_video_test_dataset_checks_lr_and_gt_of_every_frame(tmp_path):
