@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
-from data.storage import group_by_clip, open_store, read_clip_meta
+from data.clips import fill_gaps, format_ranges, read_frames
+from data.storage import DataError, group_by_clip, open_store, read_clip_meta
 from data.transforms import training_sample
+
+logger = logging.getLogger(__name__)
 
 REDS4_CLIPS = ("000", "011", "015", "020")
 OFFICIAL_VAL_CLIPS = tuple(f"{i:03d}" for i in range(240, 270))
@@ -26,6 +30,14 @@ class REDSDataset(Dataset):
     repeated ``dataset_enlarge_ratio`` times); the neighbour ``interval`` is drawn from
     ``interval_list``, and when the window does not fit around that frame a feasible centre is
     drawn at random.
+
+    Checks: every frame read (LR window and GT) must have the size of its clip's first frame in
+    its store, and the GT that size x ``scale`` (else DataError naming the store and key). Clips
+    listed from the GT store (no ``meta_info_file``) may have gaps in their frame numbering:
+    they are logged at construction, and an item whose window needs a missing frame raises
+    DataError naming the clip and the missing frames, so ``datasets.train.skip_bad_frames: true``
+    skips exactly those windows (logged) and trains on the rest; by default the run stops there.
+    (With a ``meta_info_file`` the frames are ``00000000``... and a missing one fails its read.)
     """
 
     def __init__(
@@ -64,20 +76,35 @@ class REDSDataset(Dataset):
         else:
             clips = group_by_clip(self.gt_store.keys())
         excluded = set(VAL_PARTITIONS[val_partition]) if val_partition else set()
-        self.clips = {clip: frames for clip, frames in clips.items() if clip not in excluded}
+        # clip -> every frame name from the first to the last number; self.missing: the absent ones
+        self.clips: dict[str, list[str]] = {}
+        self.missing: dict[str, set[str]] = {}
+        for clip, frames in clips.items():
+            if clip not in excluded:
+                self.clips[clip], self.missing[clip] = self._numbered_frames(clip, frames)
         if not self.clips:
-            raise ValueError(f"{self.gt_store}: no training clips left after excluding {val_partition!r}")
+            raise DataError(f"{self.gt_store}: no training clips left after excluding {val_partition!r}")
         shortest = (num_frame - 1) * min(self.interval_list) + 1
         for clip, frames in self.clips.items():
             if len(frames) < shortest:
-                raise ValueError(
+                raise DataError(
                     f"clip {clip!r} has {len(frames)} frames; num_frame={num_frame} needs {shortest}"
                 )
             for key in (f"{clip}/{frames[0]}", f"{clip}/{frames[-1]}"):
                 for store in (self.gt_store, self.lq_store):
                     if key not in store:
-                        raise FileNotFoundError(f"{store}: frame {key!r} listed for clip {clip!r} is missing")
+                        raise DataError(f"{store}: frame {key!r} listed for clip {clip!r} is missing")
         self.index = [(clip, i) for clip, frames in self.clips.items() for i in range(len(frames))]
+
+    def _numbered_frames(self, clip: str, frames: list[str]) -> tuple[list[str], set[str]]:
+        """(the clip's frames with its numbering's gaps filled in, the names of the missing ones)."""
+        filled, gaps = fill_gaps(frames)
+        if gaps:
+            logger.warning(
+                "%s: clip %r has no frame numbered %s (a gap in its frame numbering): items whose window "
+                "needs one fail (skipped with datasets.train.skip_bad_frames: true)",
+                self.gt_store, clip, format_ranges(gaps))
+        return filled, set(filled) - set(frames)
 
     def __len__(self) -> int:
         return len(self.index) * self.enlarge
@@ -93,6 +120,13 @@ class REDSDataset(Dataset):
         if self.random_reverse and random.random() < 0.5:
             neighbours.reverse()
         key = f"{clip}/{frames[center]}"
-        lqs = [self.lq_store.read(f"{clip}/{name}") for name in neighbours]
-        gt = self.gt_store.read(key)
-        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot)
+        absent = [name for name in neighbours if name in self.missing[clip]]
+        if absent:
+            raise DataError(
+                f"{self.gt_store}: clip {clip!r}: the window around frame {frames[center]} needs frames "
+                f"{', '.join(sorted(absent))}, missing from the clip (a gap in its frame numbering)"
+            )
+        lqs = read_frames(self.lq_store, clip, neighbours, reference=frames[0])
+        (gt,) = read_frames(self.gt_store, clip, [frames[center]], reference=frames[0])
+        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot,
+                               what=self.gt_store.where(key))

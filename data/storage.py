@@ -84,12 +84,12 @@ def read_clip_meta(path: str | os.PathLike) -> list[tuple[str, int]]:
             if not fields:
                 continue
             if len(fields) > 1 and not fields[1].isdigit():
-                raise ValueError(
+                raise DataError(
                     f"{path}:{line_no}: expected '<clip> [<num frames> (H,W,C)]', got {line.strip()!r}"
                 )
             clips.append((fields[0], int(fields[1]) if len(fields) > 1 else 0))
     if not clips:
-        raise ValueError(f"{path}: no clips listed")
+        raise DataError(f"{path}: no clips listed")
     return clips
 
 
@@ -131,6 +131,10 @@ class FrameStore(abc.ABC):
     def __contains__(self, key: str) -> bool:
         """Whether the store holds ``key``."""
 
+    def where(self, key: str) -> str:
+        """``key`` and where it is, for error messages: ``LmdbStore(path): key '000/00000003'``."""
+        return f"{self.name}: key {key!r}"
+
     def __repr__(self) -> str:
         return self.name
 
@@ -148,6 +152,9 @@ class DiskStore(FrameStore):
     def path(self, key: str) -> Path:
         return self.root / f"{key}{self.ext}"
 
+    def where(self, key: str) -> str:
+        return f"{self.name}: key {key!r} ({self.path(key)})"
+
     def read(self, key: str) -> np.ndarray:
         path = self.path(key)
         try:
@@ -156,7 +163,7 @@ class DiskStore(FrameStore):
             raise StoreError(f"{self.name}: key {key!r}: file {path} does not exist") from None
         except OSError as e:
             raise StoreError(f"{self.name}: key {key!r}: cannot read {path}: {e}") from e
-        return decode_image(buf, f"{self.name}: key {key!r} ({path})")
+        return decode_image(buf, self.where(key))
 
     def keys(self, clip: str | None = None) -> list[str]:
         folder = self.root if clip is None else self.root / clip
@@ -165,8 +172,7 @@ class DiskStore(FrameStore):
         return sorted(keys, key=natural_key)
 
     def shape(self, key: str) -> tuple[int, int, int]:
-        path = self.path(key)
-        what = f"{self.name}: key {key!r} ({path})"
+        path, what = self.path(key), self.where(key)
         if self.ext.lower() != ".png":
             return self.read(key).shape  # type: ignore[return-value]
         try:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from data.storage import DataError
+
 PADDING_MODES = ("reflection_circle", "reflection", "replicate", "circle")
 
 
@@ -26,7 +28,7 @@ def temporal_indices(
       reflection         [2, 1, 0, 1, 2] / [7, 8, 9, 8, 7]  mirror about the border frame
       reflection_circle  [4, 3, 0, 1, 2] / [7, 8, 9, 6, 5]  mirror the far side of the window
       circle             [3, 4, 0, 1, 2] / [7, 8, 9, 5, 6]  shift by the window length (i +- window)
-    A clip too short for the window and mode raises ValueError.
+    A clip too short for the window and mode raises DataError.
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
@@ -54,7 +56,7 @@ def temporal_indices(
         else:
             j = i
         if not 0 <= j <= last:
-            raise ValueError(
+            raise DataError(
                 f"clip of {num_frames} frames is too short for a {window}-frame window with "
                 f"padding={padding!r} (centre {center} needs frame {j})"
             )
@@ -75,12 +77,12 @@ def paired_random_crop(
     lq_size = gt_size // scale
     h, w = lqs[0].shape[:2]
     if gt.shape[0] != h * scale or gt.shape[1] != w * scale:
-        raise ValueError(
+        raise DataError(
             f"{what}: GT frame is {gt.shape[1]}x{gt.shape[0]} but LR frame {w}x{h} x scale {scale} "
             f"is {w * scale}x{h * scale}"
         )
     if h < lq_size or w < lq_size:
-        raise ValueError(f"{what}: LR frame {w}x{h} is smaller than the LR crop {lq_size}x{lq_size}")
+        raise DataError(f"{what}: LR frame {w}x{h} is smaller than the LR crop {lq_size}x{lq_size}")
     top, left = random.randint(0, h - lq_size), random.randint(0, w - lq_size)
     lqs = [lq[top : top + lq_size, left : left + lq_size] for lq in lqs]
     gt = gt[top * scale : (top + lq_size) * scale, left * scale : (left + lq_size) * scale]
@@ -118,9 +120,17 @@ def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def training_sample(
-    lqs: list[np.ndarray], gt: np.ndarray, key: str, gt_size: int, scale: int, use_hflip: bool, use_rot: bool
+    lqs: list[np.ndarray],
+    gt: np.ndarray,
+    key: str,
+    gt_size: int,
+    scale: int,
+    use_hflip: bool,
+    use_rot: bool,
+    what: str | None = None,
 ) -> dict:
-    """Paired crop + identical flips/rotation -> {"lq": (T, C, h, w), "gt": (C, H, W), "key"}."""
-    lqs, gt = paired_random_crop(lqs, gt, gt_size, scale, key)
+    """Paired crop + identical flips/rotation -> {"lq": (T, C, h, w), "gt": (C, H, W), "key"};
+    ``what`` names the GT frame in errors (its store and key; ``key`` by default)."""
+    lqs, gt = paired_random_crop(lqs, gt, gt_size, scale, what or key)
     *lqs, gt = random_flip_rotate([*lqs, gt], hflip=use_hflip, rotation=use_rot)
     return {"lq": frames_to_tensor(lqs), "gt": frames_to_tensor([gt])[0], "key": key}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -10,10 +11,13 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from data.storage import natural_key
+from data.clips import check_no_gaps
+from data.storage import DataError, natural_key
 from data.transforms import frames_to_tensor, temporal_indices
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FOLDER_GAP_REMEDY = "add the missing frames, number the frames consecutively, or allow gaps (allow_gaps=True)"
+logger = logging.getLogger(__name__)
 
 
 class VideoFileReader:
@@ -22,6 +26,9 @@ class VideoFileReader:
     OpenCV seeking is not frame-exact for every codec, so frames are decoded sequentially; the
     last ``cache`` frames are kept, and a request behind them restarts decoding from the start.
     The capture is opened lazily per process (DataLoader workers each get their own).
+
+    ``num_frames`` counts the frames that decode; when the container announces more
+    (``CAP_PROP_FRAME_COUNT``: a truncated or damaged file), a warning gives both counts.
     """
 
     def __init__(self, path: str | os.PathLike, cache: int = 16) -> None:
@@ -31,7 +38,12 @@ class VideoFileReader:
         self._pid: int | None = None
         self._next = 0
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.num_frames, self.shape = self._scan()
+        self.num_frames, self.shape, self.announced_frames = self._scan()
+        if self.num_frames < self.announced_frames:
+            logger.warning(
+                "%s: the container announces %d frames but only %d decode (truncated or damaged file?); "
+                "the frames after frame %d are missing", self.path, self.announced_frames, self.num_frames,
+                self.num_frames - 1)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -41,20 +53,22 @@ class VideoFileReader:
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
-            raise ValueError(f"{self.path}: OpenCV cannot open this file as a video")
+            raise DataError(f"{self.path}: OpenCV cannot open this file as a video")
         return cap
 
-    def _scan(self) -> tuple[int, tuple[int, int, int]]:
-        """Count the decodable frames (cheap ``grab``) and read the first frame's shape."""
+    def _scan(self) -> tuple[int, tuple[int, int, int], int]:
+        """(decodable frames (cheap ``grab``), the first frame's shape, frames the container announces
+        (0 when it does not say))."""
         cap = self._open()
+        announced = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         ok, first = cap.read()
         if not ok:
-            raise ValueError(f"{self.path}: the video has no decodable frames")
+            raise DataError(f"{self.path}: no decodable frames (the container announces {announced})")
         count = 1
         while cap.grab():
             count += 1
         cap.release()
-        return count, first.shape
+        return count, first.shape, announced
 
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` as HxWx3 uint8 RGB."""
@@ -66,7 +80,7 @@ class VideoFileReader:
         while self._next <= index:
             ok, bgr = self._cap.read()
             if not ok:
-                raise ValueError(
+                raise DataError(
                     f"{self.path}: frame {self._next} could not be decoded ({self.num_frames} counted)"
                 )
             self._cache[self._next] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -81,10 +95,19 @@ class VideoFolderDataset(Dataset):
     ``{"lq": (num_frame, 3, h, w) float32 RGB in [0, 1], "key": frame name, "clip": input name,
     "frame_idx": int, "num_frames": int}``; windows padded per ``padding`` at the ends.
     Every frame must have the first frame's size (checked as frames are read).
+
+    Image names that share a numbering (``frame_0001.png``, ``frame_0002.png``, ...) must not skip a
+    number: a gap is a DataError naming the missing numbers at construction, unless
+    ``allow_gaps`` (then windows join the frames on either side of the gap, as if consecutive).
+    Other names are taken in natural order. Errors about the data are DataError naming the file.
     """
 
     def __init__(
-        self, input: str | os.PathLike, num_frame: int = 5, padding: str = "reflection_circle"
+        self,
+        input: str | os.PathLike,
+        num_frame: int = 5,
+        padding: str = "reflection_circle",
+        allow_gaps: bool = False,
     ) -> None:
         path = Path(input)
         self.num_frame, self.padding = num_frame, padding
@@ -95,9 +118,11 @@ class VideoFolderDataset(Dataset):
                 key=lambda p: natural_key(p.name),
             )
             if not self.files:
-                raise ValueError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             self.video = None
             self.names = [p.stem for p in self.files]
+            if not allow_gaps:
+                check_no_gaps(self.names, str(path), remedy=FOLDER_GAP_REMEDY)
             self.shape = self._read_image(self.files[0]).shape
         elif path.is_file():
             self.video = VideoFileReader(path)
@@ -111,17 +136,17 @@ class VideoFolderDataset(Dataset):
     def _read_image(path: Path) -> np.ndarray:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise ValueError(f"{path}: not a readable image")
+            raise DataError(f"{path}: not a readable image")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def read_frame(self, index: int) -> np.ndarray:
-        """Frame ``index`` as HxWx3 uint8 RGB; a size different from frame 0 raises ValueError."""
+        """Frame ``index`` as HxWx3 uint8 RGB; a size different from frame 0 raises DataError."""
         if self.video is not None:
             frame, what = self.video.read(index), f"{self.video.path} frame {index}"
         else:
             frame, what = self._read_image(self.files[index]), str(self.files[index])
         if frame.shape != self.shape:
-            raise ValueError(
+            raise DataError(
                 f"{what}: frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
                 f"{self.shape[1]}x{self.shape[0]} (mixed frame sizes)"
             )

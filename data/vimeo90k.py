@@ -7,7 +7,8 @@ import random
 
 from torch.utils.data import Dataset
 
-from data.storage import open_store, read_clip_meta
+from data.clips import read_frames
+from data.storage import DataError, open_store, read_clip_meta
 from data.transforms import training_sample
 
 SEPTUPLET = 7
@@ -28,6 +29,8 @@ class Vimeo90KDataset(Dataset):
 
     ``meta_info_file``: ``sep_trainlist.txt`` or BasicSR's ``meta_info_Vimeo90K_train_GT.txt``.
     GT store keys ``00001/0001/im4``; LR store keys ``00001/0001/im1`` ... ``im7``.
+    Every LR frame read must have the size of the window's first frame, and the GT that size x
+    ``scale`` (else DataError naming the store and key).
     """
 
     def __init__(
@@ -53,9 +56,9 @@ class Vimeo90KDataset(Dataset):
         self.enlarge = int(dataset_enlarge_ratio)
         first = self.keys[0]
         if f"{first}/im{CENTER}" not in self.gt_store:
-            raise FileNotFoundError(f"{self.gt_store}: GT frame {first}/im{CENTER} (first listed) is missing")
+            raise DataError(f"{self.gt_store}: GT frame {first}/im{CENTER} (first listed) is missing")
         if f"{first}/{self.frames[0]}" not in self.lq_store:
-            raise FileNotFoundError(
+            raise DataError(
                 f"{self.lq_store}: LR frame {first}/{self.frames[0]} (first listed) is missing"
             )
 
@@ -65,6 +68,8 @@ class Vimeo90KDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         key = self.keys[index % len(self.keys)]
         names = self.frames[::-1] if self.random_reverse and random.random() < 0.5 else self.frames
-        lqs = [self.lq_store.read(f"{key}/{name}") for name in names]
-        gt = self.gt_store.read(f"{key}/im{CENTER}")
-        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot)
+        lqs = read_frames(self.lq_store, key, names, reference=self.frames[0])
+        gt_key = f"{key}/im{CENTER}"
+        gt = self.gt_store.read(gt_key)  # the only GT frame: checked against the LR size
+        return training_sample(lqs, gt, key, self.gt_size, self.scale, self.use_hflip, self.use_rot,
+                               what=self.gt_store.where(gt_key))

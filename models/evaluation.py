@@ -1,7 +1,11 @@
-"""Evaluation of a network on a test dataset: per-clip PSNR/SSIM as the EDVR papers report.
+"""Evaluation of a network on a test dataset: PSNR/SSIM averaged as the EDVR papers report.
 
 Outputs are clamped to [0, 1] and quantised to 8 bits before measuring (as when they
 are saved as PNG, BasicSR's protocol); ground truth comes from 8-bit frames.
+
+The averaging rule is the test dataset's ``averaging`` attribute (``data.video_test``):
+``"clips"`` (REDS4, Vid4: each clip's frames are averaged, then the clips) or ``"frames"``
+(Vimeo-90K-T: every frame weighs the same, one group). Per-clip means are always kept.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from data.video_test import AVERAGE_OVER_CLIPS, AVERAGE_OVER_FRAMES, AVERAGING_RULES
 from metrics import psnr_torch, ssim_torch
 
 from .inference import restore_window
@@ -29,36 +34,63 @@ METRIC_FUNCTIONS = {"psnr": psnr_torch, "ssim": ssim_torch}
 
 @dataclass
 class EvalResult:
-    """Per-clip means of each metric, and their mean over clips."""
+    """Per-clip means of each metric, and the test set's average under its ``averaging`` rule."""
 
     name: str
-    clips: dict[str, dict[str, float]] = field(default_factory=dict)  # clip -> metric -> mean
+    clips: dict[str, dict[str, float]] = field(default_factory=dict)  # clip -> metric -> mean of its frames
     preview: Tensor | None = None  # the first restored frame, (3, H, W) in [0, 1] (e.g. for TensorBoard)
+    averaging: str = AVERAGE_OVER_CLIPS  # "clips" or "frames" (see data.video_test)
+    frames: dict[str, int] = field(default_factory=dict)  # clip -> frames measured (needed by "frames")
+
+    def __post_init__(self) -> None:
+        if self.averaging not in AVERAGING_RULES:
+            raise ValueError(f"averaging must be one of {AVERAGING_RULES}, got {self.averaging!r}")
 
     @property
     def metric_names(self) -> list[str]:
         return list(next(iter(self.clips.values()), {}))
 
+    @property
+    def total_frames(self) -> int:
+        return sum(self.frames.values())
+
     def mean(self, metric: str) -> float:
+        """The protocol's average of ``metric``: the mean of the clip means ("clips"), or the
+        mean over every frame ("frames": the clip means weighted by their frame counts)."""
+        if self.averaging == AVERAGE_OVER_FRAMES:
+            weighted = sum(values[metric] * self.frames[clip] for clip, values in self.clips.items())
+            return float(weighted / sum(self.frames[clip] for clip in self.clips))
         return float(np.mean([values[metric] for values in self.clips.values()]))
 
+    @property
+    def average_label(self) -> str:
+        """Names the rule of ``mean``: "average over clips" or "average over frames"."""
+        return f"average over {self.averaging}"
+
     def table(self) -> str:
-        """A markdown table: one row per clip, then the average."""
+        """A markdown table: one row per clip (frames measured, means), then the protocol's average."""
         names = self.metric_names
-        lines = ["| clip | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines = ["| clip | frames | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
         for clip, values in self.clips.items():
-            lines.append(f"| {clip} | " + " | ".join(_fmt(n, values[n]) for n in names) + " |")
-        lines.append("| **average** | " + " | ".join(_fmt(n, self.mean(n)) for n in names) + " |")
+            cells = [clip, str(self.frames.get(clip, "")), *(_fmt(n, values[n]) for n in names)]
+            lines.append("| " + " | ".join(cells) + " |")
+        if self.averaging == AVERAGE_OVER_FRAMES:
+            rule = f"all {self.total_frames} frames weigh the same"
+        else:
+            rule = f"mean of the {len(self.clips)} clip means"
+        cells = [f"**{self.average_label}** ({rule})", str(self.total_frames)]
+        lines.append("| " + " | ".join(cells + [_fmt(n, self.mean(n)) for n in names]) + " |")
         return "\n".join(lines)
 
     def write_csv(self, path: Path) -> None:
+        """Columns ``clip, frames, <metrics>``; the last row is the protocol's average (``average_label``)."""
         names = self.metric_names
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["clip", *names])
+            writer.writerow(["clip", "frames", *names])
             for clip, values in self.clips.items():
-                writer.writerow([clip, *(f"{values[n]:.6f}" for n in names)])
-            writer.writerow(["average", *(f"{self.mean(n):.6f}" for n in names)])
+                writer.writerow([clip, self.frames.get(clip, ""), *(f"{values[n]:.6f}" for n in names)])
+            writer.writerow([self.average_label, self.total_frames, *(f"{self.mean(n):.6f}" for n in names)])
 
 
 def quantize(img: Tensor) -> Tensor:
@@ -83,11 +115,13 @@ def evaluate(
     """Restore every item of ``dataset`` and measure it against its ``gt``.
 
     ``metrics``: metric name ("psnr", "ssim") -> options with ``crop_border`` and
-    ``test_y_channel``. Frames are averaged per clip first, then clips are averaged.
+    ``test_y_channel``. Frames are averaged per clip; ``EvalResult.mean`` then follows the
+    dataset's ``averaging`` rule ("clips" when it declares none).
     ``save_dir``: restored frames are written there as ``<clip>/<frame>.png``.
     ``scale``/``multiple``: output scale and the size multiple the network needs (frames are
     reflect-padded to it and cropped back; 16 for hr_in networks, 1 for the bicubic baseline).
     """
+    result = EvalResult(name, averaging=getattr(dataset, "averaging", AVERAGE_OVER_CLIPS))  # checks the rule
     was_training = net.training
     net.eval()
     sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -113,8 +147,11 @@ def evaluate(
                                              test_y_channel=options.test_y_channel).item()
             sums[item["clip"][0]][metric].append(value)
     net.train(was_training)
-    clips = {clip: {m: _mean_finite(v) for m, v in per_metric.items()} for clip, per_metric in sums.items()}
-    return EvalResult(name, clips, preview)
+    for clip, per_metric in sums.items():
+        result.clips[clip] = {metric: _mean_finite(values) for metric, values in per_metric.items()}
+        result.frames[clip] = len(next(iter(per_metric.values())))
+    result.preview = preview
+    return result
 
 
 def _mean_finite(values: list[float]) -> float:

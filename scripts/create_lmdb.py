@@ -13,12 +13,12 @@ Examples::
 
 Memory stays bounded: images are read/encoded by a worker pool one batch at a time (the next
 batch is prepared while the current one is written) and committed per batch. The LMDB is built
-at ``<output>.tmp`` and renamed to ``<output>`` only when complete.
+at ``<output>.tmp`` and renamed to ``<output>`` only when complete. ``--overwrite`` replaces
+an existing LMDB folder, never a folder holding anything else.
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import shutil
 import sys
@@ -33,8 +33,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.storage import META_INFO_NAME, PNG_SIGNATURE, format_meta_line  # noqa: E402
+from data.storage import META_INFO_NAME, PNG_SIGNATURE, DataError, format_meta_line  # noqa: E402
+from options.cli import ArgumentParser, UsageError, non_negative_int, positive_int, run  # noqa: E402
 
+LMDB_FILES = {"data.mdb", "lock.mdb", META_INFO_NAME}  # all that an LMDB folder made here holds
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COPY = -1  # "compression level" meaning: keep the source PNG bytes unchanged
 
@@ -64,7 +66,7 @@ def collect_septuplets(root: Path, list_file: Path, center_only: bool) -> list[I
     for line in list_file.read_text().split():
         items.extend(Item(f"{line}/im{j}", str(root / line / f"im{j}.png")) for j in frames)
     if not items:
-        raise ValueError(f"{list_file}: no septuplets listed")
+        raise DataError(f"{list_file}: no septuplets listed")
     return items
 
 
@@ -76,14 +78,14 @@ def encode_item(item: Item, level: int) -> tuple[str, bytes, tuple[int, ...]]:
     buf = Path(item.path).read_bytes()
     image = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ValueError(f"{item.path} (key {item.key!r}): not a decodable image")
+        raise DataError(f"{item.path} (key {item.key!r}): not a decodable image")
     if image.dtype != np.uint8:
-        raise ValueError(f"{item.path} (key {item.key!r}): expected 8-bit image, got {image.dtype}")
+        raise DataError(f"{item.path} (key {item.key!r}): expected 8-bit image, got {image.dtype}")
     if level == COPY and buf.startswith(PNG_SIGNATURE):
         return item.key, buf, image.shape
     ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, max(level, 0)])
     if not ok:
-        raise ValueError(f"{item.path} (key {item.key!r}): PNG encoding failed")
+        raise DataError(f"{item.path} (key {item.key!r}): PNG encoding failed")
     return item.key, encoded.tobytes(), image.shape
 
 
@@ -115,6 +117,15 @@ def _write_batch(env: lmdb.Environment, records: list[tuple[str, bytes, tuple[in
             env.set_mapsize(env.info()["map_size"] * 2)
 
 
+def check_replaceable(folder: Path) -> None:
+    """Refuse (FileExistsError) to delete ``folder`` unless it is an LMDB folder as this tool makes them."""
+    others = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else [folder.name]
+    others = [name for name in others if name not in LMDB_FILES]
+    if others:
+        raise FileExistsError(f"{folder} is not an LMDB folder (it holds {', '.join(others[:3])}); "
+                              "refusing to replace it: choose another output")
+
+
 def create_lmdb(
     items: Sequence[Item],
     output: Path,
@@ -134,11 +145,14 @@ def create_lmdb(
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if output.exists():
+        check_replaceable(output)
     for item in items:
         if not item.key.isascii() or " " in item.key:
-            raise ValueError(f"key {item.key!r} ({item.path}): LMDB keys must be ASCII without spaces")
+            raise DataError(f"key {item.key!r} ({item.path}): LMDB keys must be ASCII without spaces")
     tmp = output.with_name(output.name + ".tmp")
     if tmp.exists():
+        check_replaceable(tmp)
         shutil.rmtree(tmp)  # left over from an interrupted run
     tmp.mkdir(parents=True)
     env = lmdb.open(str(tmp), map_size=map_size or estimate_map_size(items, compress_level))
@@ -184,43 +198,31 @@ def _submit(pool, batches: list, index: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("input", type=Path, help="root folder of the frames")
     parser.add_argument("output", type=Path, help="LMDB folder to create (e.g. train_sharp.lmdb)")
     parser.add_argument("--septuplet-list", type=Path, help="Vimeo-90K sep_trainlist.txt / sep_testlist.txt")
     parser.add_argument("--center-only", action="store_true", help="Vimeo-90K GT: keep only im4")
-    parser.add_argument("--workers", type=int, default=2, help="encoding processes (0: in this process)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per transaction")
-    parser.add_argument(
-        "--compress-level",
-        type=int,
-        default=COPY,
-        help="PNG level 0-9 to re-encode; -1 (default) keeps source PNG bytes (smallest LMDB)",
-    )
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="encoding processes (0: in this process)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per transaction")
+    parser.add_argument("--compress-level", type=int, choices=range(COPY, 10), default=COPY,
+                        metavar="{-1..9}", help="PNG level 0-9 to re-encode; -1 keeps the source PNG bytes (smallest LMDB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output LMDB")
     args = parser.parse_args(argv)
+    if args.center_only and args.septuplet_list is None:
+        raise UsageError("--center-only needs --septuplet-list")
+    if not args.input.is_dir():
+        raise FileNotFoundError(f"{args.input}: no such folder")
     if args.septuplet_list is not None:
         items = collect_septuplets(args.input, args.septuplet_list, args.center_only)
-    elif args.center_only:
-        parser.error("--center-only needs --septuplet-list")
     else:
         items = collect_tree(args.input)
-    try:
-        out = create_lmdb(
-            items,
-            args.output,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            compress_level=args.compress_level,
-            overwrite=args.overwrite,
-        )
-    except FileExistsError as e:
-        sys.exit(f"create_lmdb: {e}")
+    out = create_lmdb(items, args.output, workers=args.workers, batch_size=args.batch_size,
+                      compress_level=args.compress_level, overwrite=args.overwrite)
     size = (out / "data.mdb").stat().st_size
     print(f"wrote {len(items)} images to {out} ({size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

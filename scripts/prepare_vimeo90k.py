@@ -13,7 +13,6 @@ simply be run again.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import sys
@@ -25,7 +24,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data.resize import imresize  # noqa: E402
-from data.storage import format_clip_meta, png_header_shape, read_clip_meta  # noqa: E402
+from data.storage import DataError, format_clip_meta, png_header_shape, read_clip_meta  # noqa: E402
+from options.cli import ArgumentParser, non_negative_int, positive_int, run  # noqa: E402
 
 LISTS = {"train": "sep_trainlist.txt", "test": "sep_testlist.txt"}
 
@@ -49,13 +49,13 @@ def make_lr(task: tuple[str, str, int]) -> None:
     src, dst, scale = task
     hr = cv2.imread(src, cv2.IMREAD_COLOR)
     if hr is None:
-        raise ValueError(f"{src}: not a readable image")
+        raise DataError(f"{src}: not a readable image")
     if hr.shape[0] % scale or hr.shape[1] % scale:
-        raise ValueError(f"{src}: size {hr.shape[1]}x{hr.shape[0]} is not divisible by scale {scale}")
+        raise DataError(f"{src}: size {hr.shape[1]}x{hr.shape[0]} is not divisible by scale {scale}")
     lr = imresize(hr, 1 / scale)  # channel order does not matter to a per-channel resize
     ok, encoded = cv2.imencode(".png", lr)
     if not ok:
-        raise ValueError(f"{src}: PNG encoding of the LR frame failed")
+        raise DataError(f"{src}: PNG encoding of the LR frame failed")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = f"{dst}.part"  # not *.png: an interrupted run leaves nothing that looks like a frame
     with open(tmp, "wb") as f:
@@ -71,6 +71,9 @@ def prepare_vimeo90k(
     sequences = root / "sequences"
     if not sequences.is_dir():
         raise FileNotFoundError(f"{sequences}: Vimeo-90K 'sequences' folder not found")
+    if not any((root / list_name).is_file() for list_name in LISTS.values()):
+        raise FileNotFoundError(
+            f"{root}: neither {' nor '.join(LISTS.values())} found (the lists of septuplets)")
     log, names_all = [], []
     for split, list_name in LISTS.items():
         list_path = root / list_name
@@ -113,15 +116,13 @@ class _Serial:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("root", type=Path, help="vimeo_septuplet folder (sequences/, sep_*list.txt)")
-    parser.add_argument(
-        "--lr-root", type=Path, help="LR sequences folder; missing LR frames are generated there"
-    )
-    parser.add_argument("--scale", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--lr-root", type=Path,
+                        help="LR sequences folder; missing LR frames are generated there")
+    parser.add_argument("--scale", type=positive_int, default=4, help="LR frames are 1/scale of the HR size")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="processes making LR frames (0: this one)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     args = parser.parse_args(argv)
     for line in prepare_vimeo90k(args.root, args.lr_root, args.scale, args.workers, args.dry_run):
@@ -129,4 +130,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

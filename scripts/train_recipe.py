@@ -14,6 +14,7 @@ Idempotent and resumable: a finished step is skipped (its output exists), an int
 training resumes (``--auto-resume``). ``--dry-run`` prints every command. ``--set K=V``
 overrides an option of every stage, ``--train-set K=V`` of the training stages only.
 Training runs through ``torchrun --standalone`` when ``--gpus`` > 1, else as one process.
+A failed step ends the recipe with that step's exit status (2: the step reported a user error).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import options  # noqa: E402
+from options.cli import ArgumentParser, positive_int, run  # noqa: E402
 
 
 @dataclass
@@ -123,11 +125,11 @@ def _sets(overrides: list[str]) -> list[str]:
     return [arg for override in overrides for arg in ("--set", override)]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["reds", "vimeo90k"])
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("dataset", choices=["reds", "vimeo90k"], help="which recipe")
     parser.add_argument("root", type=Path, help="REDS: the extracted archives; Vimeo-90K: vimeo_septuplet/")
-    parser.add_argument("--gpus", type=int, default=1, help="processes (GPUs) per training stage")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="processes (GPUs) per training stage")
     parser.add_argument("--model", choices=["M", "L"], default="M", help="REDS: EDVR-M or EDVR-L")
     parser.add_argument("--lmdb", action="store_true", help="train from LMDBs (created if missing)")
     parser.add_argument("--vid4", type=Path, help="Vimeo-90K: Vid4 root (GT/, BIx4/) to validate and test on")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
-        parser.error(f"{args.root}: no such folder")
+        raise FileNotFoundError(f"{args.root}: no such folder")
 
     steps = reds_steps(args.root, args) if args.dataset == "reds" else vimeo_steps(args.root, args)
     for number, step in enumerate(steps, 1):
@@ -149,9 +151,12 @@ def main(argv: list[str] | None = None) -> None:
             continue
         result = subprocess.run(command, cwd=ROOT)
         if result.returncode != 0:
-            sys.exit(f"step {number} ({step.name}) failed with exit code {result.returncode}; fix the cause and "
-                     "re-run the same command: finished steps are skipped and training resumes")
+            print(f"error: step {number} ({step.name}) failed with exit status {result.returncode}; "
+                  "fix the cause and re-run the same command: finished steps are skipped and training resumes",
+                  file=sys.stderr, flush=True)
+            return result.returncode
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -12,7 +12,7 @@ import torch
 from data import DATASETS, build_dataset
 from data.reds import REDSDataset
 from data.resize import imresize, imresize_torch
-from data.storage import DiskStore
+from data.storage import DataError, DiskStore
 from data.transforms import temporal_indices
 from data.video_test import VideoTestDataset, Vimeo90KTestDataset
 from data.vimeo90k import Vimeo90KDataset
@@ -130,7 +130,7 @@ def test_reds_scale_mismatch_names_the_clip(tmp_path):
     gt = write_clip_tree(tmp_path / "gt", {"003": frames})
     lq = write_clip_tree(tmp_path / "lq", {"003": [imresize(f, 0.5) for f in frames]})
     ds = REDSDataset(gt, lq, val_partition=None, gt_size=32)
-    with pytest.raises(ValueError, match=r"003/0000000\d: GT frame is 176x144 but LR frame 88x72"):
+    with pytest.raises(DataError, match=r"gt\): key '003/0000000\d' \(.*\.png\): GT frame is 176x144 but LR frame 88x72"):
         ds[0]
 
 
@@ -140,7 +140,7 @@ def test_reds_missing_lr_clip_and_short_clip(tmp_path):
     lq = write_clip_tree(tmp_path / "lq", {"003": [imresize(f, 0.25) for f in frames]})
     with pytest.raises(ValueError, match=r"clip '004' has 2 frames; num_frame=5 needs 5"):
         REDSDataset(gt, lq, val_partition=None)
-    with pytest.raises(FileNotFoundError, match=r"frame '004/00000000' listed for clip '004' is missing"):
+    with pytest.raises(DataError, match=r"frame '004/00000000' listed for clip '004' is missing"):
         REDSDataset(gt, lq, val_partition=None, num_frame=1)
 
 

@@ -1,5 +1,6 @@
 """scripts/train_recipe.py (train_reds.sh / train_vimeo90k.sh): dry run, and the whole REDS recipe
-end to end on a miniature tree with the official folder names, made from real footage."""
+end to end on miniature trees with the official folder names, made from real footage, extracted
+flat and as the zips extract them (prepare_reds.py turns both into the flat layout)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data.resize import imresize
-from tests.data.builders import real_frames, write_clip_tree
+from tests.data.builders import real_frames, write_reds_archives
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["network.num_feat=8", "network.deformable_groups=2", "network.num_extract_block=1",
@@ -26,17 +26,10 @@ def recipe(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
-@pytest.fixture
-def mini_reds(tmp_path) -> Path:
+def mini_reds(root: Path, layout: str) -> Path:
     """REDS archive folders: train clips 000 001 011, val clip 000 (becomes 240); 5 real frames each."""
     frames = real_frames("carphone_pristine.mp4", 20, 5)
-    lr = [imresize(f, 0.25) for f in frames]
-    root = tmp_path / "REDS"
-    write_clip_tree(root / "train_sharp", {c: frames for c in ("000", "001", "011")})
-    write_clip_tree(root / "train_sharp_bicubic" / "X4", {c: lr for c in ("000", "001", "011")})
-    write_clip_tree(root / "val_sharp", {"000": frames[::-1]})
-    write_clip_tree(root / "val_sharp_bicubic" / "X4", {"000": lr[::-1]})
-    return root
+    return write_reds_archives(root, layout, frames, train=("000", "001", "011"), val=("000",))
 
 
 def test_dry_run_prints_every_command_and_runs_nothing(tmp_path):
@@ -51,19 +44,43 @@ def test_dry_run_prints_every_command_and_runs_nothing(tmp_path):
     assert vimeo.returncode == 0 and "vimeo90k_t.yml" in vimeo.stdout and "vid4.yml" in vimeo.stdout
 
 
+def test_bad_inputs_give_one_error_line_and_status_2(tmp_path):
+    missing = recipe("reds", str(tmp_path / "none"), "--dry-run")
+    assert (missing.returncode, missing.stderr) == (2, f"error: {tmp_path / 'none'}: no such folder\n")
+    override = recipe("reds", str(tmp_path), "--set", "train.optim.lrr=1", "--dry-run")
+    assert override.returncode == 2 and override.stderr.count("\n") == 1
+    assert override.stderr.startswith("error: ") and "did you mean 'lr'" in override.stderr
+    gpus = recipe("reds", str(tmp_path), "--gpus", "0")
+    assert gpus.returncode == 2 and "--gpus: expected an integer >= 1, got '0'" in gpus.stderr
+    # A failing step (prepare_reds on a folder without REDS) ends the recipe with its status.
+    failed = recipe("reds", str(tmp_path))
+    step_failed = ("error: step 1 (prepare REDS) failed with exit status 2; fix the cause and re-run the same "
+                   "command: finished steps are skipped and training resumes")
+    assert failed.returncode == 2 and failed.stderr.splitlines() == [
+        f"error: {tmp_path}: neither train_sharp nor val_sharp found (directly or under train/, val/)", step_failed]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
-def test_reds_recipe_end_to_end_and_idempotent(mini_reds, tmp_path):
+@pytest.mark.parametrize("layout, lmdb", [("flat", []), ("zip", ["--lmdb"])])
+def test_reds_recipe_end_to_end_and_idempotent(tmp_path, layout, lmdb):
+    root = mini_reds(tmp_path / "REDS", layout)
     common = [arg for s in TINY + [f"path.experiments_root={tmp_path / 'exp'}",
                                    f"path.results_root={tmp_path / 'results'}"] for arg in ("--set", s)]
     train_only = [arg for s in TRAIN_TINY for arg in ("--train-set", s)]
-    first = subprocess.run(["bash", "scripts/train_reds.sh", str(mini_reds), "1", *common, *train_only],
+    first = subprocess.run(["bash", "scripts/train_reds.sh", str(root), "1", *lmdb, *common, *train_only],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert (mini_reds / "train_sharp" / "240").is_dir()
-    assert (tmp_path / "exp" / "EDVR_M_woTSA_x4_SR_REDS" / "models" / "net_g_2.pth").is_file()
+    assert (root / "train_sharp" / "240").is_dir() and (root / "train_sharp_bicubic" / "X4" / "240").is_dir()
+    stage1 = tmp_path / "exp" / "EDVR_M_woTSA_x4_SR_REDS"
+    assert (stage1 / "models" / "net_g_2.pth").is_file()
     assert (tmp_path / "exp" / "EDVR_M_x4_SR_REDS" / "models" / "net_g_2.pth").is_file()
-    assert (tmp_path / "results" / "EDVR_M_x4_SR_REDS4" / "REDS4_EDVR.csv").is_file()
+    trained_on = "train_sharp_with_val.lmdb" if lmdb else f"{root / 'train_sharp'}\n"
+    assert trained_on in (stage1 / "options.yml").read_text()
+    table = (tmp_path / "results" / "EDVR_M_x4_SR_REDS4" / "REDS4_EDVR.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in table] == [["clip", "frames"], ["000", "5"], ["011", "5"],
+                                                     ["average over clips", "10"]]
 
-    again = recipe("reds", str(mini_reds), *common, *train_only)
+    again = recipe("reds", str(root), *lmdb, *common, *train_only)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(done: skipped)") == 4
+    assert again.stdout.count("(done: skipped)") == 4 + len(lmdb) * 2

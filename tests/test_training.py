@@ -266,9 +266,9 @@ def test_test_script_writes_tables_with_a_bicubic_baseline(demo, tmp_path, capsy
     assert [r.name for r in results] == ["demo_val", "demo_val"]
     assert set(results[1].clips) == {"007"} and 20 < results[1].mean("psnr") < 45
     out = capsys.readouterr().out
-    assert "| **average** |" in out and "vs bicubic" in out
+    assert "| **average over clips** (mean of the 1 clip means) | 6 |" in out and "vs bicubic" in out
     csv = (tmp_path / "exp" / "results" / "tiny" / "demo_val_EDVR.csv").read_text().splitlines()
-    assert csv[0] == "clip,psnr,ssim" and csv[-1].startswith("average,")
+    assert csv[0] == "clip,frames,psnr,ssim" and csv[-1].startswith("average over clips,6,")
 
 
 @pytest.mark.slow

@@ -39,6 +39,24 @@ def write_pair(root: Path, clips: dict[str, list[np.ndarray]], scale: int = 4) -
     return gt, lq
 
 
+def reds_folder(root: Path, layout: str, split: str, kind: str) -> Path:
+    """Where a REDS archive's folder lies: ``flat`` ROOT/<split>_<kind>, ``zip`` (as the zips
+    extract) ROOT/<split>/<split>_<kind>; ``kind``: sharp, sharp_bicubic, ..."""
+    return root / f"{split}_{kind}" if layout == "flat" else root / split / f"{split}_{kind}"
+
+
+def write_reds_archives(
+    root: Path, layout: str, frames: list[np.ndarray], train: tuple[str, ...], val: tuple[str, ...]
+) -> Path:
+    """A miniature extracted REDS (official folder names, GT and LR X4): clips ``train`` of
+    train_sharp hold ``frames``, clips ``val`` of val_sharp hold them reversed."""
+    lr = [imresize(f, 0.25) for f in frames]
+    for split, clips, order in (("train", train, 1), ("val", val, -1)):
+        write_clip_tree(reds_folder(root, layout, split, "sharp"), {c: frames[::order] for c in clips})
+        write_clip_tree(reds_folder(root, layout, split, "sharp_bicubic") / "X4", {c: lr[::order] for c in clips})
+    return root
+
+
 def demo_dataset(tmp_path_factory) -> Path:
     """The demo dataset (6 frames per clip, with LMDBs), built once per test session."""
     if "demo" not in _CACHE or not _CACHE["demo"].is_dir():
@@ -53,7 +71,9 @@ __all__ = [
     "demo_dataset",
     "footage_path",
     "real_frames",
+    "reds_folder",
     "write_clip_tree",
     "write_pair",
     "write_png",
+    "write_reds_archives",
 ]
