@@ -268,10 +268,10 @@ def test_consistent_files_pass_the_rules():
          "--set network.deformable_groups=3: network.num_feat: expected a multiple of deformable_groups (3), got 16"),
         ("train.total_iter=20", "--set train.total_iter=20: train.scheduler.periods: expected periods covering"),
         ("train={total_iter: 0}", "--set train={total_iter: 0}: train.total_iter: expected a value >= 1, got 0"),
-        ("logger={print_freq: 1, print_freq: 2}", "--set logger={print_freq: 1, print_freq: 2}: logger.print_freq: "
-                                                  "duplicate key (lines 1 and 1)"),
-        ("datasets.val.0.num_worker=-1", "--set datasets.val.0.num_worker=-1: datasets.val[0].num_worker: expected a "
-                                         "value >= 0, got -1"),
+        ("logger={print_freq: 1, print_freq: 2}",
+         "--set logger={print_freq: 1, print_freq: 2}: logger.print_freq: duplicate key (lines 1 and 1)"),
+        ("datasets.val.0.num_worker=-1",
+         "--set datasets.val.0.num_worker=-1: datasets.val[0].num_worker: expected a value >= 0, got -1"),
         ("datasets.val.5.name=x", "--set datasets.val.5.name=x: datasets.val.5: expected a list index in [0, 1)"),
         ("network.type=Vimeo", "--set network.type=Vimeo: network.type: unknown type 'Vimeo'"),
         ("path.results_root", "--set path.results_root: expected --set key.path=value"),
