@@ -2,38 +2,47 @@
 
     opts = load("options/train/edvr_m_reds.yml", ["train.optim.lr=2e-4"])
 
-YAML is read with ``yaml.safe_load``; every key is checked against the schema
-(``options/schema.py``): an unknown key names the file, the key path and the closest
-valid key; a wrong type or a missing required key names the key path and the
-expected type. Overrides ``a.b.c=value`` (value in YAML syntax; list items by
-index, ``datasets.val.0.name=X``) may only set keys that the schema knows.
-``dump(opts)`` gives the resolved options as YAML (saved into each experiment).
+YAML is read with a safe loader that also refuses duplicate keys and files that are too big
+or expand too much through aliases (``options/yamlfile.py``); every key is checked against
+the schema (``options/schema.py``): its type, its range and the rules between keys. An
+unknown key names the file, the key path and the closest valid key; a wrong value names the
+key path, what was expected and what was found. Overrides ``a.b.c=value`` (value in YAML
+syntax; list items by index, ``datasets.val.0.name=X``) may only set keys that the schema
+knows; an error about a value an override set names the override, not the file.
+``parse_network(data, source)`` validates a network section alone (e.g. a weights file's
+metadata). ``dump(opts)`` gives the resolved options as YAML (saved into each experiment).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .parse import OptionsError, Spec, Validator
+from .parse import OptionsError, Spec, Validator, clip, join, short
+from .yamlfile import MAX_TEXT_CHARS, read_yaml
 
 if TYPE_CHECKING:
     from .schema import Options
 
-__all__ = ["Options", "OptionsError", "Spec", "dump", "load", "load_text", "to_plain"]
+__all__ = ["Options", "OptionsError", "Spec", "dump", "load", "load_text", "parse_network", "to_plain"]
 
-
-def load(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Options:
+def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Options:
     """Read, override and validate an option file."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_TEXT_CHARS + 1)  # never more than the limit, whatever the file is
     except OSError as error:
         raise OptionsError(str(path), "", f"cannot read the option file ({error.strerror or error})") from error
+    if len(raw) > MAX_TEXT_CHARS:
+        raise OptionsError(str(path), "", f"expected an option file of at most {MAX_TEXT_CHARS} bytes, got more: "
+                                          "an option file is a few KB")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -41,29 +50,33 @@ def load(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -
     return load_text(text, str(path), overrides)
 
 
-def load_text(text: str, source: str = "<string>", overrides: list[str] | tuple[str, ...] = ()) -> Options:
+def load_text(text: str, source: str = "<string>", overrides: Sequence[str] = ()) -> Options:
     """Validate option YAML given as text; ``source`` names it in errors."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise OptionsError(source, "", f"invalid YAML{where}: {problem}") from error
-    except RecursionError as error:
-        raise OptionsError(source, "", "invalid YAML: nested too deeply") from error
+    data = read_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise OptionsError(source, "", f"expected a mapping of option keys at the top level, got {type(data).__name__}")
+    written = []
     for override in overrides:
-        _apply_override(data, override, source)
+        label = f"--set {clip(override)}"
+        written += [(path, label) for path in apply_override(data, override, label)]
     from .schema import Options  # the schema imports the networks and datasets: only when needed
 
     try:
-        return Validator(source).parse(Options, data, "")
+        return Validator(source, written).parse(Options, data, "")
     except RecursionError as error:
         raise OptionsError(source, "", "options nested too deeply") from error
+
+
+def parse_network(data: Mapping[str, Any], source: str) -> Spec:
+    """Validate a network section ``{"type": "EDVR", **kwargs}`` given as a mapping (e.g. the
+    metadata of a weights file) exactly as an option file's ``network`` section: same types,
+    ranges and rules, unknown keys refused. Builds nothing. Errors (``OptionsError``) name
+    ``source`` and the key as in an option file (``network.num_feat``)."""
+    from .schema import Network
+
+    return Validator(source).parse(Network, data, "network")
 
 
 def to_plain(value: Any) -> Any:
@@ -94,40 +107,41 @@ def dump(options: Options) -> str:
     return yaml.safe_dump(to_plain(options), sort_keys=False, allow_unicode=True)
 
 
-def _apply_override(data: dict, override: str, source: str) -> None:
+def apply_override(data: dict, override: str, label: str) -> list[str]:
+    """Set ``key.path=value`` in ``data``; returns the key paths it wrote (as errors spell them):
+    the key and each section it had to create. ``label`` names the override in errors."""
     key_path, sep, text = override.partition("=")
-    label = f"{source} (--set {override})"
     if not sep or not key_path.strip():
         raise OptionsError(label, "", "expected --set key.path=value")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise OptionsError(label, key_path, f"the value is not valid YAML ({error})") from error
     keys = key_path.strip().split(".")
     node: Any = data
-    for depth, key in enumerate(keys[:-1]):
-        node = _child(node, key, keys[: depth + 1], label)
-    last = keys[-1]
-    if isinstance(node, list):
-        index = _index(node, last, key_path, label)
-        node[index] = value
-    elif isinstance(node, dict):
-        node[last] = value  # the validator refuses keys the schema does not know
-    else:
-        raise OptionsError(label, key_path, f"cannot set a key inside {node!r}")
+    path, written = "", []
+    for key in keys[:-1]:
+        index, path = _locate(node, key, path, label)
+        if isinstance(node, dict) and node.get(index) is None:
+            node[index] = {}
+            written.append(path)
+        child = node[index]
+        if not isinstance(child, (dict, list)):
+            raise OptionsError(label, path, f"cannot set a key inside {short(child)}")
+        child = copy.copy(child)  # the file may share this section with another through an alias
+        node[index] = child
+        node = child
+    index, path = _locate(node, keys[-1], path, label)
+    node[index] = read_yaml(text, label, path)
+    return written + [path]
 
 
-def _child(node: Any, key: str, path: list[str], label: str) -> Any:
-    if isinstance(node, list):
-        return node[_index(node, key, ".".join(path), label)]
-    if not isinstance(node, dict):
-        raise OptionsError(label, ".".join(path), f"cannot set a key inside {node!r}")
-    if node.get(key) is None:
-        node[key] = {}
-    return node[key]
-
-
-def _index(node: list, key: str, path: str, label: str) -> int:
-    if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
-        raise OptionsError(label, path, f"expected a list index in [0, {len(node)}), got {key!r}")
-    return int(key)
+def _locate(node: dict | list, key: str, path: str, label: str) -> tuple[Any, str]:
+    """``key`` as an index of ``node`` (a mapping key, or a list position; negative counts from the
+    end) and the key path it has in errors."""
+    if isinstance(node, dict):
+        return key, join(path, key)
+    try:
+        index = int(key)
+    except ValueError:
+        index = None
+    if index is None or not -len(node) <= index < len(node):
+        raise OptionsError(label, join(path, key), f"expected a list index in [0, {len(node)}), got {short(key)}")
+    index %= len(node)
+    return index, f"{path}[{index}]"

@@ -1,8 +1,9 @@
 """Generate docs/options.md from the schema: ``python -m options.docs [--check]``.
 
-Every key of every section is listed with its type, default and meaning; sections
-that construct something (network, datasets) list each registered class's
-constructor arguments. ``--check`` exits non-zero when docs/options.md is stale.
+Every key of every section is listed with its type, default, range and meaning, and the
+rules between keys after each table; sections that construct something (network,
+datasets) list each registered class's constructor arguments. ``--check`` exits non-zero
+when docs/options.md is stale.
 """
 
 from __future__ import annotations
@@ -14,20 +15,26 @@ import sys
 import typing
 from pathlib import Path
 
-from .parse import Registry, dataclass_fields, describe_type, signature_fields
+from .parse import FieldSpec, Registry, Rule, dataclass_fields, describe_type
 from .schema import Options
+from .yamlfile import MAX_EXPANDED_SIZE, MAX_TEXT_CHARS
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "options.md"
 
-HEADER = """# Options
+HEADER = f"""# Options
 
 Generated from `options/schema.py` by `python -m options.docs`; a test keeps it in sync.
-Option files are YAML (read with `yaml.safe_load`). Unknown keys, wrong types and missing
-required keys are errors that name the file and the key path. Override any key from the
-command line with `--set key.path=value` (the value in YAML syntax; list items by index,
-e.g. `--set datasets.val.0.name=REDS4`). Numbers such as `4e-4`, which YAML 1.1 reads as
-strings, are accepted for number keys. **Batch sizes are per process (per GPU):** the
-global batch is `batch_size_per_gpu` times the number of processes.
+Option files are YAML, read with a safe loader (no Python tags) that also refuses a key
+repeated in one mapping (naming both lines), files over {MAX_TEXT_CHARS:,} bytes, and
+documents that would expand through aliases (`*name`) to more than {MAX_EXPANDED_SIZE:,} nodes
+and characters. Unknown keys, wrong types, missing required keys, values outside their range and
+broken rules between keys are errors that name the file, the key path, what was expected and
+what was found. Override any key from the command line with `--set key.path=value` (the value
+in YAML syntax; list items by index, e.g. `--set datasets.val.0.name=REDS4`); an error about
+a value an override set names the override instead of the file. Numbers such as `4e-4`, which
+YAML 1.1 reads as strings, are accepted for number keys. Ranges: `[a, b]` includes a and b,
+`(a, b)` excludes them; a list's range is that of each item. **Batch sizes are per process
+(per GPU):** the global batch is `batch_size_per_gpu` times the number of processes.
 """
 
 
@@ -36,14 +43,15 @@ def render() -> str:
     registries: dict[str, Registry] = {}
     _render_dataclass(Options, "", lines, registries)
     for title, registry in registries.items():
-        lines.append(f"\n## `{title}` types\n")
+        lines.append(f"\n## `{title}` types")
+        lines += _rules(registry.rules)
         for name, cls in registry.classes.items():
             summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
             lines.append(f"\n### `type: {name}`\n\n{summary}\n")
-            lines.append("| key | type | default |\n|---|---|---|")
-            for f in signature_fields(cls, registry.exclude):
-                default = "**required**" if f.required else f"`{_yaml(f.default)}`"
-                lines.append(f"| `{f.name}` | {_escape(describe_type(f.type))} | {default} |")
+            lines.append("| key | type | default | range |\n|---|---|---|---|")
+            for f in registry.fields(name):
+                lines.append(f"| `{f.name}` | {_escape(describe_type(f.type))} | {_default(f)} | "
+                             f"{_escape(f.limits.describe())} |")
     return "\n".join(lines) + "\n"
 
 
@@ -54,24 +62,32 @@ def _render_dataclass(cls: type, prefix: str, lines: list[str], registries: dict
     doc = inspect.getdoc(cls)
     if doc and not doc.startswith(cls.__name__ + "("):
         lines.append(doc.split("\n\n")[0].replace("\n", " ") + "\n")
-    lines.append("| key | type | default | meaning |\n|---|---|---|---|")
+    lines.append("| key | type | default | range | meaning |\n|---|---|---|---|---|")
     for f in dataclass_fields(cls):
         path = f"{prefix}.{f.name}" if prefix else f.name
         target = _dataclass_in(f.type)
         registry = _registry_in(f.type)
-        if f.required:
-            default = "**required**"
-        elif target is not None and dataclasses.is_dataclass(f.default):
-            default = "see below"
-        else:
-            default = f"`{_yaml(f.default)}`"
-        lines.append(f"| `{path}` | {_escape(describe_type(f.type))} | {default} | {_escape(f.doc)} |")
+        default = "see below" if target is not None and dataclasses.is_dataclass(f.default) else _default(f)
+        lines.append(f"| `{path}` | {_escape(describe_type(f.type))} | {default} | "
+                     f"{_escape(f.limits.describe())} | {_escape(f.doc)} |")
         if target is not None:
             nested.append((target, path))
         if registry is not None:
             registries.setdefault(path.split(".")[-1] if "." in path else path, registry)
+    lines += _rules(getattr(cls, "RULES", ()))
     for target, path in nested:
         _render_dataclass(target, path + ("[]" if _is_list(path, cls) else ""), lines, registries)
+
+
+def _default(f: FieldSpec) -> str:
+    return "**required**" if f.required else f"`{_yaml(f.default)}`"
+
+
+def _rules(rules: tuple[Rule, ...]) -> list[str]:
+    """A bullet per rule: the first paragraph of its docstring (keys relative to the section)."""
+    if not rules:
+        return []
+    return ["\nRules:\n"] + [f"- {inspect.getdoc(rule).split(chr(10) * 2)[0].replace(chr(10), ' ')}" for rule in rules]
 
 
 def _dataclass_in(tp) -> type | None:

@@ -1,14 +1,22 @@
-"""Option files: presets load; errors name file, key path, expectation; overrides; docs in sync."""
+"""Option files: presets load; errors name file, key path, expectation; overrides; docs in sync;
+every number has a range."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import itertools
+import typing
 from pathlib import Path
 
 import pytest
 
 import options
+from models.edvr import EDVR
 from options import OptionsError, dump, load, load_text
 from options.docs import DOC_PATH, render
+from options.parse import Registry, dataclass_fields
+from options.schema import Options, edvr_parameter_count
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "options").glob("*/*.yml"))
@@ -116,8 +124,9 @@ def test_override_of_a_list_item():
     ],
 )
 def test_bad_overrides(override, message):
-    with pytest.raises(OptionsError, match=message):
+    with pytest.raises(OptionsError, match=message) as info:
         load_text(MINIMAL + "datasets: {val: []}\n", "exp.yml", [override])
+    assert info.value.source == f"--set {override}"
 
 
 def test_options_docs_are_up_to_date():
@@ -128,3 +137,60 @@ def test_dump_is_plain_yaml():
     text = dump(load_text(MINIMAL))
     assert "!!python" not in text and "network:\n  type: EDVR" in text
     assert options.to_plain(load_text(MINIMAL))["train"]["optim"]["betas"] == [0.9, 0.99]
+
+
+def _registries(cls: type = Options) -> typing.Iterator[Registry]:
+    for f in dataclass_fields(cls):
+        for tp in _flatten(f.type):
+            if isinstance(tp, Registry):
+                yield tp
+            elif dataclasses.is_dataclass(tp):
+                yield from _registries(tp)
+
+
+def _dataclasses(cls: type = Options) -> typing.Iterator[type]:
+    yield cls
+    for f in dataclass_fields(cls):
+        for tp in _flatten(f.type):
+            if dataclasses.is_dataclass(tp):
+                yield from _dataclasses(tp)
+
+
+def _flatten(tp) -> list:
+    """The types and Registry markers inside a type hint (unions, lists, dicts, Annotated)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return [a for a in typing.get_args(tp)[1:] if isinstance(a, Registry)] or _flatten(typing.get_args(tp)[0])
+    args = typing.get_args(tp)
+    return [t for a in args for t in _flatten(a)] if args else [tp]
+
+
+def test_every_number_has_a_range():
+    sections = [(cls.__name__, dataclass_fields(cls)) for cls in _dataclasses()]
+    sections += [(name, registry.fields(name)) for registry in _registries() for name in registry.classes]
+    missing = [f"{section}.{f.name}" for section, fields in sections for f in fields
+               if {int, float} & set(_flatten(f.type)) and not f.limits.is_bounded()]
+    assert not missing, f"numeric options without both bounds: {missing}"
+
+
+def test_registry_limits_name_real_arguments():
+    for registry in _registries():
+        arguments = {name for cls in registry.classes.values() for name in inspect.signature(cls).parameters}
+        assert set(registry.limits) <= arguments, set(registry.limits) - arguments
+
+
+@pytest.mark.parametrize("with_tsa,with_predeblur,hr_in", [(t, p, h) for t, p, h in itertools.product(
+    [True, False], repeat=3) if p or not h])
+def test_parameter_count_matches_the_network(with_tsa, with_predeblur, hr_in):
+    for feat, groups, frames, extract, reconstruct, channels in [(8, 2, 3, 1, 1, 3), (12, 3, 7, 0, 2, 1)]:
+        kwargs = {"num_in_ch": channels, "num_out_ch": channels, "num_feat": feat, "num_frame": frames,
+                  "deformable_groups": groups, "num_extract_block": extract, "num_reconstruct_block": reconstruct,
+                  "with_tsa": with_tsa, "with_predeblur": with_predeblur, "hr_in": hr_in}
+        net = EDVR(**kwargs)
+        assert edvr_parameter_count(kwargs) == sum(p.numel() for p in net.parameters())
+
+
+def test_docs_show_ranges_and_rules():
+    text = DOC_PATH.read_text()
+    assert "| `num_feat` | int | `64` | [1, 1024] |" in text
+    assert "| `train.ema_decay` | float | `0.0` | [0, 1) |" in text
+    assert "- `num_feat` is a multiple of `deformable_groups`." in text

@@ -1,5 +1,6 @@
-"""Property-based fuzzing of option files: any mutation of a preset either loads or raises
-OptionsError with a key path; never another exception, never a traceback from deep inside."""
+"""Property-based fuzzing of option files: any mutation of a preset, and any --set override,
+either loads or raises OptionsError with a key path, naming the file or the override; never
+another exception, never a traceback from deep inside."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from options import OptionsError, load, load_text
+from options.parse import clip
 
 PRESETS = sorted((Path(__file__).resolve().parents[2] / "options").glob("*/*.yml"))
 PRESET_DATA = [yaml.safe_load(p.read_text()) for p in PRESETS]
@@ -73,6 +75,21 @@ def test_mutated_presets_load_or_raise_an_options_error(data):
     assert_loads_or_option_error(yaml.safe_dump(mutated, allow_unicode=True))
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_overrides_load_or_raise_an_options_error_naming_the_source(data):
+    index = data.draw(st.sampled_from(range(len(PRESETS))))
+    known = [".".join(str(key) for key in path) for path in paths(PRESET_DATA[index]) if path]
+    key = data.draw(st.one_of(st.sampled_from(known), st.text(max_size=20)))
+    text = data.draw(st.one_of(st.text(max_size=20), values.map(lambda v: yaml.safe_dump(v, default_flow_style=True))))
+    override = data.draw(st.sampled_from([f"{key}={text}", key, text]))
+    try:
+        load(PRESETS[index], [override])
+    except OptionsError as error:
+        assert error.source in (str(PRESETS[index]), f"--set {clip(override)}")
+        assert len(str(error)) < 1500
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_crash(tmp_path_factory, raw):
@@ -102,5 +119,8 @@ def test_wrong_types_in_every_section():
                  "name: x\nnetwork: {type: EDVR}\ntrain: [1, 2]", "name: x\nnetwork: {type: EDVR}\nval: {metrics: 3}",
                  "name: x\nnetwork: {type: [EDVR]}", "name: x\nnetwork: {type: EDVR, num_feat: 1e400}",
                  "name: 2020-01-01\nnetwork: {type: EDVR}", "name: !!binary aGk=\nnetwork: {type: EDVR}",
-                 "name: x\nnetwork: {type: EDVR}\nmanual_seed: 99999999999999999999999999"]:
+                 "name: x\nnetwork: {type: EDVR}\nmanual_seed: 99999999999999999999999999",
+                 "name: x\nnetwork: {type: EDVR}\nmanual_seed: " + "9" * 5000, "name: 2020-13-45",
+                 "name: x\nnetwork: {type: EDVR}\ntrain: {total_iter: 1, optim: {lr: " + "9" * 400 + "}}",
+                 "name: x\nnetwork: &n {type: EDVR, x: *n}", "name: x\nnetwork: {type: EDVR}\nname: y"]:
         assert_loads_or_option_error(text)
