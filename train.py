@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=8 train.py -opt ...          # DDP (NCCL on GPU, gloo on CPU)
 
 The story, top to bottom: options -> processes and devices -> experiment folder and
-logs -> data -> network and restorer -> resume -> the loop (step, log, validate,
+logs -> data -> network and trainer -> resume -> the loop (step, log, validate,
 checkpoint) -> final checkpoint. Every decision inside the loop is a function of the
 iteration number, so a resumed run continues exactly where the interrupted one was.
 """
@@ -33,7 +33,8 @@ from data.sampling import SeededDataset, SeededSampler
 from models.checkpoint import (CheckpointError, atomic_link, atomic_torch_save, atomic_write, load_network,
                                save_network)
 from models.evaluation import evaluate
-from models.restorer import Restorer
+from models.restoration import Engine
+from models.trainer import Trainer
 from options import cli
 from options.schema import NETWORKS
 
@@ -128,12 +129,12 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     logger.info("network: %s (%s parameters)", opts.network.type, f"{sum(p.numel() for p in net.parameters()):,}")
     if opts.path.pretrain_network_g:
         load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
-    restorer = Restorer(net, opts.train, procs.device, distributed=procs.world_size > 1)
+    trainer = Trainer(net, opts.train, procs.device, distributed=procs.world_size > 1)
 
     # ---- resume -------------------------------------------------------------------------------
     if procs.is_main:
         remove_stale_temporaries(exp_dir)
-    start_iter, best = resume_training(exp_dir, opts.path.resume_state, auto_resume, restorer)
+    start_iter, best = resume_training(exp_dir, opts.path.resume_state, auto_resume, trainer)
     if procs.is_main:  # the options in effect (on a resume: with the changes it applied)
         text = options.dump(opts)
         atomic_write(exp_dir / "options.yml", lambda handle: handle.write(text.encode()))
@@ -141,7 +142,6 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     tb = open_tensorboard(exp_dir) if opts.logger.use_tb_logger and procs.is_main else None
     total_iter = opts.train.total_iter
     batches = iterate_batches(loader, sampler, start_iter, iters_per_epoch, batch_size)
-    scale = 1 if getattr(net, "hr_in", False) else 4
 
     network_spec = options.to_plain(opts.network)
 
@@ -152,17 +152,17 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
         for iteration in range(start_iter + 1, total_iter + 1):
             epoch, batch = next(batches)
             timer.data_ready()
-            stats = restorer.train_step(batch, iteration)
+            stats = trainer.train_step(batch, iteration)
             timer.step_done()
 
             if iteration % opts.logger.print_freq == 0 or iteration == total_iter:
-                log_progress(iteration, total_iter, epoch, stats, timer, restorer, tb)
+                log_progress(iteration, total_iter, epoch, stats, timer, trainer, tb)
             if iteration % opts.val.val_freq == 0 or iteration == total_iter:
-                if validate(restorer, val_sets, opts, procs, iteration, best, tb, scale):
-                    save_network(exp_dir / "models" / "net_g_best.pth", restorer.net, restorer.net_ema,
+                if validate(trainer, val_sets, opts, procs, iteration, best, tb):
+                    save_network(checkpoint_path(exp_dir, "best"), trainer.net, trainer.net_ema,
                                  network=network_spec)
             if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
-                save_checkpoint(exp_dir, restorer, iteration, best, procs, network_spec)
+                save_checkpoint(exp_dir, trainer, iteration, best, procs, network_spec)
             timer.restart()  # validation and checkpoints do not count as data or step time
     except KeyboardInterrupt:
         logger.warning("interrupted during iteration %d; continue from the last checkpoint with: "
@@ -295,11 +295,11 @@ class StepTimer:
         self.count += 1
 
 
-def log_progress(iteration, total_iter, epoch, stats, timer: StepTimer, restorer: Restorer, tb) -> None:
+def log_progress(iteration, total_iter, epoch, stats, timer: StepTimer, trainer: Trainer, tb) -> None:
     loss = float(stats.loss)
     per_iter = (timer.data_s + timer.step_s) / max(timer.count, 1)
     eta = timedelta(seconds=int(per_iter * (total_iter - iteration)))
-    offsets = restorer.offset_magnitudes()
+    offsets = trainer.offset_magnitudes()
     offset_text = f"{max(offsets):.2f}" if offsets else "n/a"
     logger.info("iter %d/%d epoch %d lr %.3e loss %.4e | %.3f s/iter (data %.3f s) | eta %s | max mean|offset| %s%s",
                 iteration, total_iter, epoch, stats.lr, loss, per_iter, timer.data_s / max(timer.count, 1), eta,
@@ -312,20 +312,18 @@ def log_progress(iteration, total_iter, epoch, stats, timer: StepTimer, restorer
     timer.reset()
 
 
-def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: int, best: dict, tb,
-             scale: int) -> bool:
+def validate(trainer: Trainer, val_sets, opts, procs: Processes, iteration: int, best: dict, tb) -> bool:
     """Rank 0 evaluates every validation set (with the EMA weights when EMA is on). Returns
     whether the reference metric (the first metric of the first set) reached a new best, on
     rank 0 (the caller then writes ``net_g_best.pth``)."""
     improved = False
     if procs.is_main and val_sets:
-        net = restorer.net_ema if restorer.net_ema is not None else restorer.net
+        net = trainer.net_ema if trainer.net_ema is not None else trainer.net
         for name, dataset in val_sets:
             save_dir = (Path(opts.path.experiments_root) / opts.name / "visualization" / f"{iteration}"
                         if opts.val.save_img else None)
-            result = evaluate(net, dataset, name, opts.val.metrics, procs.device, scale=scale,
-                              multiple=16 if scale == 1 else 4, save_dir=save_dir, amp_dtype=restorer.amp_dtype,
-                              progress=False)
+            result = evaluate(Engine(net, precision=trainer.amp_dtype), dataset, name, opts.val.metrics,
+                              procs.device, save_dir=save_dir, progress=False)
             if tb is not None and result.preview is not None:
                 tb.add_image(f"val/{name}", result.preview, iteration)
             for metric in result.metric_names:
@@ -345,7 +343,7 @@ def validate(restorer: Restorer, val_sets, opts, procs: Processes, iteration: in
     return improved
 
 
-def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dict, procs: Processes,
+def save_checkpoint(exp_dir: Path, trainer: Trainer, iteration: int, best: dict, procs: Processes,
                     network_spec: dict) -> None:
     """Weights first, then the training state that refers to them (each written atomically).
 
@@ -353,14 +351,14 @@ def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dic
     them, so a silent divergence between ranks would otherwise go unnoticed.
     """
     if procs.world_size > 1:
-        check_ranks_agree(restorer, procs)
+        check_ranks_agree(trainer, procs)
     if procs.is_main:
-        weights = exp_dir / "models" / f"net_g_{iteration}.pth"
+        weights = checkpoint_path(exp_dir, iteration)
         state_path = exp_dir / "training_states" / f"{iteration}.state"
-        state = {"iteration": iteration, "best": best, "restorer": restorer.state_dict(), "rng": rng_states()}
+        state = {"iteration": iteration, "best": best, "trainer": trainer.state_dict(), "rng": rng_states()}
         try:
-            save_network(weights, restorer.net, restorer.net_ema, network=network_spec)
-            atomic_link(weights, weights.with_name("net_g_latest.pth"))
+            save_network(weights, trainer.net, trainer.net_ema, network=network_spec)
+            atomic_link(weights, checkpoint_path(exp_dir, "latest"))
             atomic_torch_save(state, state_path)
         except OSError as error:
             raise CheckpointError(
@@ -373,10 +371,15 @@ def save_checkpoint(exp_dir: Path, restorer: Restorer, iteration: int, best: dic
         dist.barrier()
 
 
-def check_ranks_agree(restorer: Restorer, procs: Processes) -> None:
+def checkpoint_path(exp_dir: Path, iteration: int | str) -> Path:
+    """``<exp>/models/net_g_<iteration>.pth`` (``latest``, ``best``: the fixed names)."""
+    return exp_dir / "models" / f"net_g_{iteration}.pth"
+
+
+def check_ranks_agree(trainer: Trainer, procs: Processes) -> None:
     """Raise unless every rank holds the same weights (compares per-tensor float64 sums)."""
     with torch.no_grad():
-        fingerprint = torch.stack([p.detach().double().sum() for p in restorer.net.parameters()]).to(procs.device)
+        fingerprint = torch.stack([p.detach().double().sum() for p in trainer.net.parameters()]).to(procs.device)
     gathered = [torch.empty_like(fingerprint) for _ in range(procs.world_size)]
     dist.all_gather(gathered, fingerprint)
     differing = [rank for rank, other in enumerate(gathered) if not torch.equal(other, gathered[0])]
@@ -395,13 +398,13 @@ def rng_states() -> dict:
     return states
 
 
-def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, restorer: Restorer) -> tuple[int, dict]:
+def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, trainer: Trainer) -> tuple[int, dict]:
     """Load the state to resume from: ``explicit`` (path.resume_state), else with ``auto_resume``
     the newest loadable one of the experiment. An incomplete or corrupt newest state (a crash
     while writing, a damaged disk) is skipped with a warning and the previous one is used.
     Returns (iterations done, best validation results); (0, {}) for a fresh start."""
     if explicit:
-        iteration, best = load_training_state(Path(explicit), exp_dir, restorer)
+        iteration, best = load_training_state(Path(explicit), exp_dir, trainer)
         logger.info("resumed from %s at iteration %d", explicit, iteration)
         return iteration, best
     if not auto_resume:
@@ -409,7 +412,7 @@ def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, rest
     candidates = training_states(exp_dir)
     for path in candidates:
         try:
-            iteration, best = load_training_state(path, exp_dir, restorer)
+            iteration, best = load_training_state(path, exp_dir, trainer)
         except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
             logger.warning("cannot resume from %s (%s): trying the previous training state", path, error)
             continue
@@ -422,18 +425,22 @@ def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, rest
     return 0, {}
 
 
-def load_training_state(state_path: Path, exp_dir: Path, restorer: Restorer) -> tuple[int, dict]:
+def load_training_state(state_path: Path, exp_dir: Path, trainer: Trainer) -> tuple[int, dict]:
     """Restore weights, EMA, optimizer, scaler and generators from a training state."""
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(f"{state_path}: cannot load the training state safely: {error}") from error
+    if isinstance(state, dict) and "restorer" in state:
+        raise CheckpointError(f"{state_path}: written by vidrestore before 2026-11-25 (one optimiser group), which "
+                              "this version cannot resume; start a new experiment from its weights "
+                              "(path.pretrain_network_g)")
     iteration = state["iteration"]
-    weights = exp_dir / "models" / f"net_g_{iteration}.pth"
-    load_network(restorer.net, weights, key="params")
-    if restorer.net_ema is not None:
-        load_network(restorer.net_ema, weights, key="params_ema")
-    restorer.load_state_dict(state["restorer"])
+    weights = checkpoint_path(exp_dir, iteration)
+    load_network(trainer.net, weights, key="params")
+    if trainer.net_ema is not None:
+        load_network(trainer.net_ema, weights, key="params_ema")
+    trainer.load_state_dict(state["trainer"])
     random.setstate(state["rng"]["python"])
     name, keys, position, has_gauss, cached = state["rng"]["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))

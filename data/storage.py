@@ -47,6 +47,13 @@ def decode_image(buf: bytes | np.ndarray, what: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an HxWx3 uint8 RGB array as a PNG file, creating its folder; OSError on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: cannot write PNG")
+
+
 def png_header_shape(head: bytes, what: str) -> tuple[int, int, int]:
     """(H, W, C) of a PNG from its first 26 bytes (IHDR), without decoding; C as stored (1-4)."""
     if len(head) < 26 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":

@@ -16,7 +16,7 @@ from data.storage import DataError, natural_key
 from data.transforms import frames_to_tensor, temporal_indices
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-FOLDER_GAP_REMEDY = "add the missing frames, number the frames consecutively, or allow gaps (allow_gaps=True)"
+FOLDER_GAP_REMEDY = "add the missing frames, number the frames consecutively, or allow gaps (test.py --allow-gaps)"
 logger = logging.getLogger(__name__)
 
 

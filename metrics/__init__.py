@@ -8,6 +8,6 @@ image. Both compute in float64 and agree with each other. RGB channel order.
 from .psnr import psnr, psnr_torch, rgb_to_y, rgb_to_y_torch
 from .ssim import ssim, ssim_torch
 
-METRICS = {"psnr": psnr, "ssim": ssim}
+METRICS = {"psnr": psnr_torch, "ssim": ssim_torch}  # by name, as option files give them (val.metrics)
 
 __all__ = ["METRICS", "psnr", "psnr_torch", "rgb_to_y", "rgb_to_y_torch", "ssim", "ssim_torch"]

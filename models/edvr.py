@@ -11,7 +11,7 @@ reconstruction -> two pixel-shuffle x2 -> + bilinear x4 of the centre frame.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +114,22 @@ class TSAFusion(nn.Module):
                               for i in range(aligned_feat.shape[1])], dim=1)  # (B, T*F, H, W)
         return self.attend(self.feat_fusion(weighted), self.spatial_attn1(weighted))
 
+    def stream(self, frames: Iterable[tuple[int, Tensor]]) -> Tensor:
+        """``forward`` fed one aligned frame at a time: ``frames`` yields (index, (B, F, H, W)),
+        the reference frame first. Each weighted frame is folded into ``feat_fusion`` and
+        ``spatial_attn1`` as its slice of their weights, so the (B, T*F, H, W) stack never
+        exists. Same result as ``forward`` up to float rounding (sums in another order)."""
+        sums, embedding_ref = None, None
+        for index, frame in frames:
+            if embedding_ref is None:
+                if index != self.center_frame_idx:
+                    raise ValueError(f"TSAFusion.stream: the reference frame {self.center_frame_idx} comes first, "
+                                     f"got frame {index}")
+                embedding_ref = self.temporal_attn1(frame)
+            sums = fold_frame((self.feat_fusion, self.spatial_attn1), self.weight_frame(frame, embedding_ref),
+                              index, sums)
+        return self.attend(*finish_folds((self.feat_fusion, self.spatial_attn1), sums))
+
     def weight_frame(self, frame: Tensor, embedding_ref: Tensor) -> Tensor:
         """Temporal attention of one aligned frame, (N, F, H, W): the frame times the sigmoid of its
         per-pixel similarity to the reference (``embedding_ref = temporal_attn1(reference)``)."""
@@ -133,6 +149,46 @@ class TSAFusion(nn.Module):
         attn = self.spatial_attn5(upsample2x(attn))
         attn_add = self.spatial_attn_add2(lrelu(self.spatial_attn_add1(attn)))
         return feat * torch.sigmoid(attn) * 2 + attn_add
+
+
+class ConvFusion(nn.Conv2d):
+    """Fusion without TSA: one 1x1 convolution over the T stacked frames, (B, T, F, H, W) -> (B, F, H, W).
+
+    A ``Conv2d`` (parameters ``weight``, ``bias``, as the reference's ``fusion``) that also takes
+    the frames one at a time (``stream``)."""
+
+    def __init__(self, num_feat: int = 64, num_frame: int = 5):
+        super().__init__(num_frame * num_feat, num_feat, kernel_size=1)
+
+    def forward(self, aligned_feat: Tensor) -> Tensor:
+        return super().forward(aligned_feat.flatten(1, 2))
+
+    def stream(self, frames: Iterable[tuple[int, Tensor]]) -> Tensor:
+        """``forward`` fed one aligned frame at a time ((index, (B, F, H, W)) pairs, any order)."""
+        sums = None
+        for index, frame in frames:
+            sums = fold_frame((self,), frame, index, sums)
+        return finish_folds((self,), sums)[0]
+
+
+def fold_frame(convs: Sequence[nn.Conv2d], frame: Tensor, index: int, sums: list[Tensor] | None) -> list[Tensor]:
+    """Add what frame ``index`` ((N, F, H, W)) contributes to each 1x1 convolution over T frames'
+    stacked (N, T*F, H, W) features (the frame's slice of the weight, no bias) to ``sums``
+    (None: start them). Sums are kept in float32 at least (parts are bf16 under autocast)."""
+    f = frame.shape[1]
+    parts = [F.conv2d(frame, conv.weight[:, index * f : (index + 1) * f]) for conv in convs]
+    if sums is None:
+        return [part.to(torch.promote_types(part.dtype, torch.float32)) for part in parts]
+    for total, part in zip(sums, parts):
+        total.add_(part)
+    return sums
+
+
+def finish_folds(convs: Sequence[nn.Conv2d], sums: list[Tensor] | None) -> list[Tensor]:
+    """The folded sums plus each convolution's bias: the convolutions' outputs."""
+    if sums is None:
+        raise ValueError("no frames were fused")
+    return [total.add_(conv.bias.view(1, -1, 1, 1)) for total, conv in zip(sums, convs)]
 
 
 class Predeblur(nn.Module):
@@ -240,7 +296,7 @@ class EDVR(nn.Module):
         if with_tsa:
             self.fusion = TSAFusion(num_feat, num_frame, center_frame_idx)
         else:
-            self.fusion = conv1x1(num_frame * num_feat, num_feat)
+            self.fusion = ConvFusion(num_feat, num_frame)
 
         # reconstruction and x4 upsampling
         self.reconstruction = residual_blocks(num_reconstruct_block, num_feat)
@@ -248,6 +304,16 @@ class EDVR(nn.Module):
         self.upconv2 = conv3x3(num_feat, 64 * 4)
         self.conv_hr = conv3x3(64, 64)
         self.conv_last = conv3x3(64, num_out_ch)
+
+    @property
+    def scale(self) -> int:
+        """Output size / input size: 4 (super-resolution), 1 with ``hr_in`` (deblurring)."""
+        return 1 if self.hr_in else 4
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this: 4 (two stride-2 levels), 16 with ``hr_in``."""
+        return 16 if self.hr_in else 4
 
     @property
     def dcn_packs(self) -> list[DCNv2Pack]:
@@ -263,7 +329,7 @@ class EDVR(nn.Module):
                 f"EDVR input: expected T={self.num_frame} frames of C={self.num_in_ch} channels "
                 f"(B, T, C, H, W), got shape {tuple(x.shape)}"
             )
-        multiple = 16 if self.hr_in else 4
+        multiple = self.size_multiple
         if h % multiple or w % multiple:
             raise ValueError(
                 f"EDVR input: H and W must be multiples of {multiple}"
@@ -278,8 +344,7 @@ class EDVR(nn.Module):
         # PCD: align every frame (the centre one too) to the centre frame, all B*T at once
         ref = [self._centre_for_every_frame(feat, b, t) for feat in pyramid]
         aligned = self.pcd_align(pyramid, ref)
-        aligned = aligned.unflatten(0, (b, t))
-        feat = self.fusion(aligned) if self.with_tsa else self.fusion(aligned.flatten(1, 2))
+        feat = self.fusion(aligned.unflatten(0, (b, t)))
         return self._reconstruct(feat, x[:, self.center_frame_idx])
 
     def extract_features(self, frames: Tensor) -> list[Tensor]:
@@ -303,36 +368,18 @@ class EDVR(nn.Module):
 
         ``pyramids``: T pyramids ``extract_features`` made, each [L1, L2, L3] of (B, F, h, w)
         (one per window position); ``x_center``: the centre input frames, (B, C, H, W).
-        Each frame is aligned, weighted (TSA) and folded into the fusion's 1x1 convolutions
-        over the T*F stacked channels (a sum of per-frame parts), so the (B, T, F, h, w)
-        stack never exists. With ``strip_rows`` the upsampling runs on horizontal strips of
-        that many feature rows (with enough context rows that the result is unchanged), so no
-        full-size 64-channel activation exists at once. Same result as ``forward`` up to
-        float rounding (sums are taken in another order).
+        Frames are aligned one by one (reference first) and fed to the fusion's ``stream``, so
+        the (B, T, F, h, w) stack never exists. With ``strip_rows`` the upsampling runs on
+        horizontal strips of that many feature rows (with enough context rows that the result
+        is unchanged), so no full-size 64-channel activation exists at once. Same result as
+        ``forward`` up to float rounding (the fusion's sums are taken in another order).
         """
         if len(pyramids) != self.num_frame:
             raise ValueError(f"restore_from_features: expected {self.num_frame} pyramids, got {len(pyramids)}")
         centre = self.center_frame_idx
-        convs = [self.fusion.feat_fusion, self.fusion.spatial_attn1] if self.with_tsa else [self.fusion]
-        sums: list[Tensor] = []
-        embedding_ref = None
-        for i in [centre] + [j for j in range(self.num_frame) if j != centre]:  # the reference first
-            frame = self.pcd_align(pyramids[i], pyramids[centre])
-            if self.with_tsa:
-                if embedding_ref is None:
-                    embedding_ref = self.fusion.temporal_attn1(frame)
-                frame = self.fusion.weight_frame(frame, embedding_ref)
-            for k, conv in enumerate(convs):
-                part = _conv1x1_part(conv, frame, i)
-                if len(sums) <= k:  # accumulate in float32 at least (parts are bf16 under autocast)
-                    sums.append(part.to(torch.promote_types(part.dtype, torch.float32)))
-                else:
-                    sums[k].add_(part)
-            del frame
-        for total, conv in zip(sums, convs):
-            total.add_(conv.bias.view(1, -1, 1, 1))
-        feat = self.fusion.attend(*sums) if self.with_tsa else sums[0]
-        return self._reconstruct(feat, x_center, strip_rows)
+        order = [centre] + [i for i in range(self.num_frame) if i != centre]
+        aligned = ((i, self.pcd_align(pyramids[i], pyramids[centre])) for i in order)  # one frame at a time
+        return self._reconstruct(self.fusion.stream(aligned), x_center, strip_rows)
 
     def _reconstruct(self, feat: Tensor, x_center: Tensor, strip_rows: int | None = None) -> Tensor:
         """Fused features (B, F, h, w) and centre frames (B, C, H, W) -> output (B, C_out, 4h, 4w)."""
@@ -362,13 +409,6 @@ class EDVR(nn.Module):
         per_clip = feat.view(b, t, *feat.shape[1:])
         centre = per_clip[:, self.center_frame_idx : self.center_frame_idx + 1]
         return centre.expand_as(per_clip).reshape(feat.shape)
-
-
-def _conv1x1_part(conv: nn.Conv2d, frame: Tensor, index: int) -> Tensor:
-    """What frame ``index`` ((N, F, H, W)) contributes to a 1x1 convolution over T frames'
-    stacked (N, T*F, H, W) features: the frame's slice of the weight, no bias."""
-    f = frame.shape[1]
-    return F.conv2d(frame, conv.weight[:, index * f : (index + 1) * f])
 
 
 # The upsampling tail's reach, in feature rows: upconv1 (3x3 at 1x), upconv2 (3x3 at 2x), conv_hr

@@ -11,25 +11,26 @@ The averaging rule is the test dataset's ``averaging`` attribute (``data.video_t
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from data.storage import write_png
 from data.video_test import AVERAGE_OVER_CLIPS, AVERAGE_OVER_FRAMES, AVERAGING_RULES
-from metrics import psnr_torch, ssim_torch
+from metrics import METRICS
 
-from .inference import restore_window
-
-METRIC_FUNCTIONS = {"psnr": psnr_torch, "ssim": ssim_torch}
+from .checkpoint import atomic_write
+from .outputs import OutputFolder
+from .restoration.engine import Engine
 
 
 @dataclass
@@ -82,15 +83,31 @@ class EvalResult:
         lines.append("| " + " | ".join(cells + [_fmt(n, self.mean(n)) for n in names]) + " |")
         return "\n".join(lines)
 
+    def save(self, stem: Path, label: str) -> str:
+        """Write ``<stem>.csv`` and ``<stem>.md`` (each complete or not at all); returns the markdown."""
+        markdown = f"## {self.name}: {label}\n\n{self.table()}\n"
+        atomic_write(stem.with_suffix(".md"), lambda handle: handle.write(markdown.encode()))
+        atomic_write(stem.with_suffix(".csv"), lambda handle: handle.write(self.csv_text().encode()))
+        return markdown
+
+    def csv_text(self) -> str:
+        """Columns ``clip, frames, <metrics>``; the last row is the protocol's average (``average_label``)."""
+        buffer = io.StringIO(newline="")
+        self._write_csv(buffer)
+        return buffer.getvalue()
+
     def write_csv(self, path: Path) -> None:
         """Columns ``clip, frames, <metrics>``; the last row is the protocol's average (``average_label``)."""
-        names = self.metric_names
         with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["clip", "frames", *names])
-            for clip, values in self.clips.items():
-                writer.writerow([clip, self.frames.get(clip, ""), *(f"{values[n]:.6f}" for n in names)])
-            writer.writerow([self.average_label, self.total_frames, *(f"{self.mean(n):.6f}" for n in names)])
+            self._write_csv(handle)
+
+    def _write_csv(self, handle) -> None:
+        names = self.metric_names
+        writer = csv.writer(handle)
+        writer.writerow(["clip", "frames", *names])
+        for clip, values in self.clips.items():
+            writer.writerow([clip, self.frames.get(clip, ""), *(f"{values[n]:.6f}" for n in names)])
+        writer.writerow([self.average_label, self.total_frames, *(f"{self.mean(n):.6f}" for n in names)])
 
 
 def quantize(img: Tensor) -> Tensor:
@@ -100,53 +117,53 @@ def quantize(img: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate(
-    net: nn.Module,
+    engine: Engine,
     dataset: Dataset,
     name: str,
     metrics: Mapping[str, object],
     device: torch.device,
-    scale: int = 4,
-    multiple: int = 4,
     num_workers: int = 0,
     save_dir: Path | None = None,
-    amp_dtype: torch.dtype | None = None,
     progress: bool = True,
+    images: Path | None = None,
 ) -> EvalResult:
-    """Restore every item of ``dataset`` and measure it against its ``gt``.
+    """Restore every item of ``dataset`` with ``engine`` and measure it against its ``gt``.
 
     ``metrics``: metric name ("psnr", "ssim") -> options with ``crop_border`` and
     ``test_y_channel``. Frames are averaged per clip; ``EvalResult.mean`` then follows the
-    dataset's ``averaging`` rule ("clips" when it declares none).
-    ``save_dir``: restored frames are written there as ``<clip>/<frame>.png``.
-    ``scale``/``multiple``: output scale and the size multiple the network needs (frames are
-    reflect-padded to it and cropped back; 16 for hr_in networks, 1 for the bicubic baseline).
+    dataset's ``averaging`` rule ("clips" when it declares none). Items that carry their
+    window's clip indices (``window``) share the feature pyramids of the frames they share.
+    ``save_dir``: restored frames are written there as ``<clip>/<frame>.png``; ``images``: the
+    same into a result folder of ours, replaced only once complete (``models.outputs``).
+    The network is in eval mode meanwhile, and back in its former mode afterwards.
     """
+    if images is not None:
+        with OutputFolder(images, overwrite=True) as folder:
+            result = evaluate(engine, dataset, name, metrics, device, num_workers, folder.path, progress)
+            folder.commit()
+            return result
     result = EvalResult(name, averaging=getattr(dataset, "averaging", AVERAGE_OVER_CLIPS))  # checks the rule
-    was_training = net.training
-    net.eval()
+    was_training = engine.net.training
+    engine.net.eval()
     sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     preview = None
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
-    pyramids, pyramids_clip = {}, None  # feature pyramids of the current clip's frames, reused by its windows
     for item in tqdm(loader, desc=f"eval {name}", unit="frame", disable=not progress, leave=False):
-        window = item["window"][0].tolist() if "window" in item else None
-        if item["clip"][0] != pyramids_clip:
-            pyramids, pyramids_clip = {}, item["clip"][0]
-        output = restore_window(net, item["lq"].to(device), multiple=multiple, scale=scale, amp_dtype=amp_dtype,
-                                window=window, pyramids=pyramids if window is not None else None)
-        output = quantize(output)
+        clip = item["clip"][0]
+        keys = [(clip, i) for i in item["window"][0].tolist()] if "window" in item else None
+        output = quantize(engine.restore_batch(item["lq"].to(device), keys))
         if preview is None:
             preview = output[0].cpu()
         if save_dir is not None:
-            _save_png(output[0], save_dir / f"{item['key'][0]}.png")
+            write_png(save_dir / f"{item['key'][0]}.png", to_uint8_image(output[0]))
         if "gt" not in item:
             continue
         gt = item["gt"].to(device).double()
         for metric, options in metrics.items():
-            value = METRIC_FUNCTIONS[metric](output.double(), gt, crop_border=options.crop_border,
-                                             test_y_channel=options.test_y_channel).item()
-            sums[item["clip"][0]][metric].append(value)
-    net.train(was_training)
+            value = METRICS[metric](output.double(), gt, crop_border=options.crop_border,
+                                    test_y_channel=options.test_y_channel).item()
+            sums[clip][metric].append(value)
+    engine.net.train(was_training)
     for clip, per_metric in sums.items():
         result.clips[clip] = {metric: _mean_finite(values) for metric, values in per_metric.items()}
         result.frames[clip] = len(next(iter(per_metric.values())))
@@ -163,13 +180,6 @@ def _fmt(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric == "ssim" else f"{value:.2f}"
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an HxWx3 uint8 RGB array as PNG."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-
-
-def _save_png(img: Tensor, path: Path) -> None:
-    """(3, H, W) RGB in [0, 1] -> 8-bit PNG (folders created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+def to_uint8_image(img: Tensor) -> np.ndarray:
+    """(3, H, W) RGB in [0, 1] -> HxWx3 uint8 (clamped, rounded)."""
+    return (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()

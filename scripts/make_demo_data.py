@@ -25,14 +25,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data.resize import imresize  # noqa: E402
-from data.storage import format_clip_meta  # noqa: E402
+from data.storage import format_clip_meta, write_png  # noqa: E402
 from data.video_folder import VideoFileReader  # noqa: E402
 from models.outputs import OutputFolder  # noqa: E402
 from options import cli  # noqa: E402
@@ -92,12 +91,6 @@ def read_clip(
     if stop > reader.num_frames:
         raise ValueError(f"{reader.path}: has {reader.num_frames} frames, clip {source.name} needs {stop}")
     return [crop_to_multiple(reader.read(i)) for i in range(source.start, stop)]
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: cannot write PNG")
 
 
 def make_demo_data(

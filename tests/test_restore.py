@@ -16,8 +16,9 @@ from models.checkpoint import CheckpointError, save_network
 from models.edvr import EDVR, edvr_config_from_state_dict
 from models.outputs import OutputError
 from options.cli import UsageError
-from models.inference import (Tiling, prepare_for_inference, release_freed_activations, restore_sequence,
-                              restore_window, restore_windows, scene_cuts_of, tile_boxes, window_indices)
+from models.restoration import (Engine, RestorationStream, Tiling, WindowSchedule, prepare_for_inference,
+                                release_freed_activations, scene_cuts_of, window_indices)
+from models.restoration.engine import tile_boxes
 from tests.data.builders import real_frames, write_clip_tree
 
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
@@ -31,6 +32,17 @@ def tiny_net(seed: int = 0, **kwargs) -> EDVR:
         for pack in net.dcn_packs:
             pack.conv_offset.weight.normal_(0, 0.01)
     return net
+
+
+def restore_window(net, lq, tiling=Tiling(), amp_dtype=None):
+    """The centre frames of a batch of windows of any size, (B, T, C, h, w) -> (B, C, 4h, 4w)."""
+    return Engine(net, precision=amp_dtype, tiling=tiling).restore_batch(lq)
+
+
+def restore_sequence(net, frames, cut_threshold=None, batch_size=1, device=torch.device("cpu")):
+    """Every frame of a list of HxWx3 uint8 frames through the streaming path: [(index, lq, restored)]."""
+    schedule = WindowSchedule(net.num_frame, cut_threshold=cut_threshold)
+    return list(RestorationStream(frames.__getitem__, len(frames), schedule, Engine(net), device, batch_size))
 
 
 def footage(name: str) -> Path:
@@ -78,19 +90,21 @@ def test_each_frame_pyramid_is_computed_once_and_windows_equal_the_forward(monke
     extract = net.extract_features
     monkeypatch.setattr(net, "extract_features", lambda frames: calls.append(len(frames)) or extract(frames))
     frames = {i: torch.rand(3, 20, 24, dtype=torch.float64) for i in range(9)}
-    pyramids = {}
+    engine = Engine(net)
     with torch.no_grad():
         for centres in ((2, 3), (4, 5), (6,)):  # batches of windows
             windows = [list(range(c - 2, c + 3)) for c in centres]
-            out = restore_windows(net, frames, windows, pyramids=pyramids)
+            out = engine.restore(frames, windows)
             expected = reference(torch.stack([torch.stack([frames[i] for i in w]) for w in windows]))
             torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
-            assert sorted(pyramids) == sorted({i for w in windows for i in w})  # only what these windows use
+            used = {i for w in windows for i in w}
+            assert len(engine.pyramids) == len(used) and all(i in engine.pyramids for i in used)  # only those
     assert sum(calls) == 9 and set(calls) == {1}  # frames 0..8, each once, one at a time
     calls.clear()
+    tiled = Engine(net, tiling=Tiling(size=8, overlap=8))
     with torch.no_grad():  # tiled: pyramids are per tile, not kept
-        restore_windows(net, frames, [list(range(5))], Tiling(size=8, overlap=8), pyramids=pyramids)
-    assert sum(calls) == 5 * len(tile_boxes(20, 24, Tiling(8, 8)))
+        tiled.restore(frames, [list(range(5))])
+    assert sum(calls) == 5 * len(tile_boxes(20, 24, Tiling(8, 8))) and len(tiled.pyramids) == 0
 
 
 def test_prepared_network_restores_as_the_plain_one():
@@ -120,7 +134,7 @@ def test_deblurring_network_restores_any_size_at_the_input_size():
     net = EDVR(**TINY, with_predeblur=True, hr_in=True).eval()
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (40, 36, 3), dtype=np.uint8) for _ in range(6)]
-    out = list(restore_sequence(net, frames.__getitem__, 6, 5, torch.device("cpu"), scale=1, multiple=16))
+    out = restore_sequence(net, frames)
     assert [i for i, _, _ in out] == list(range(6))
     assert all(restored.shape == (40, 36, 3) and restored.dtype == np.uint8 for _, _, restored in out)
 
@@ -146,18 +160,20 @@ def test_evaluation_reuses_each_frame_pyramid_within_a_clip(tmp_path_factory, mo
     calls = []
     extract = net.extract_features
     monkeypatch.setattr(net, "extract_features", lambda frames: calls.append(len(frames)) or extract(frames))
-    reused = evaluate(net, dataset, "demo_val", metrics, torch.device("cpu"), progress=False)
+    reused = evaluate(Engine(net), dataset, "demo_val", metrics, torch.device("cpu"), progress=False)
     assert sum(calls) == len(dataset) == 12  # 2 clips of 6 frames: each frame once
 
     class PlainForward(torch.nn.Module):  # no restore_from_features: one forward per window
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
+            self.scale, self.size_multiple, self.num_frame = inner.scale, inner.size_multiple, inner.num_frame
 
         def forward(self, x):
             return EDVR.forward(self.inner, x)
 
-    plain = evaluate(PlainForward(tiny_net()), dataset, "demo_val", metrics, torch.device("cpu"), progress=False)
+    plain = evaluate(Engine(PlainForward(tiny_net())), dataset, "demo_val", metrics, torch.device("cpu"),
+                     progress=False)
     for clip in ("003", "007"):
         assert reused.clips[clip]["psnr"] == pytest.approx(plain.clips[clip]["psnr"], abs=1e-3)
 
@@ -205,8 +221,7 @@ def test_streaming_equals_restoring_each_window_and_respects_cuts():
         frames[i] = frames[i] // 4
     net = tiny_net()
     def stream(batch_size):
-        return list(restore_sequence(net, frames.__getitem__, len(frames), 5, torch.device("cpu"),
-                                     scene_cut_threshold=30.0, batch_size=batch_size))
+        return restore_sequence(net, frames, cut_threshold=30.0, batch_size=batch_size)
 
     streamed, batched = stream(1), stream(2)
     assert [i for i, _, _ in streamed] == [i for i, _, _ in batched] == list(range(9))

@@ -1,4 +1,4 @@
-"""Training pieces (schedule, sampling, restorer) and train.py / test.py end to end on real footage."""
+"""Training pieces (schedule, sampling, trainer) and train.py / test.py end to end on real footage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import test as test_script
 import train as train_script
 from data.sampling import SeededDataset
 from models.edvr import EDVR
-from models.restorer import Restorer
+from models.trainer import Trainer
 from models.schedulers import LRSchedule
 from options import load_text
 from options.schema import TrainOptions
@@ -81,7 +81,7 @@ def test_seeded_dataset_reproduces_items_and_restores_generators():
     assert dataset[(2, 42)] == first and dataset[(0, 43)] != first
 
 
-# ---- restorer: TSA warm-up, EMA, parameter groups, AMP ---------------------------------------
+# ---- trainer: TSA warm-up, EMA, parameter groups, AMP ---------------------------------------
 
 
 def train_options(**overrides) -> TrainOptions:
@@ -105,14 +105,14 @@ def changed(before, net) -> set[str]:
 def test_tsa_warmup_trains_only_fusion_and_holds_after_resume():
     torch.manual_seed(0)
     net = EDVR(**TINY_NET)
-    restorer = Restorer(net, train_options(tsa_iter=2), torch.device("cpu"))
+    trainer = Trainer(net, train_options(tsa_iter=2), torch.device("cpu"))
     before = snapshot(net)
-    assert restorer.train_step(tiny_batch(), 1).fusion_only
+    assert trainer.train_step(tiny_batch(), 1).fusion_only
     assert changed(before, net) and all(k.startswith("fusion.") for k in changed(before, net))
 
-    # a fresh restorer (as after a resume) at iteration 2 is still inside the warm-up
-    resumed = Restorer(net, train_options(tsa_iter=2), torch.device("cpu"))
-    resumed.load_state_dict(restorer.state_dict())
+    # a fresh trainer (as after a resume) at iteration 2 is still inside the warm-up
+    resumed = Trainer(net, train_options(tsa_iter=2), torch.device("cpu"))
+    resumed.load_state_dict(trainer.state_dict())
     before = snapshot(net)
     assert resumed.train_step(tiny_batch(1), 2).fusion_only
     assert all(k.startswith("fusion.") for k in changed(before, net))
@@ -126,18 +126,18 @@ def test_tsa_warmup_trains_only_fusion_and_holds_after_resume():
 def test_ema_follows_the_weights():
     torch.manual_seed(0)
     net = EDVR(**TINY_NET)
-    restorer = Restorer(net, train_options(ema_decay=0.9), torch.device("cpu"))
-    ema_before = snapshot(restorer.net_ema)
-    restorer.train_step(tiny_batch(), 1)
-    for name, value in restorer.net_ema.state_dict().items():
+    trainer = Trainer(net, train_options(ema_decay=0.9), torch.device("cpu"))
+    ema_before = snapshot(trainer.net_ema)
+    trainer.train_step(tiny_batch(), 1)
+    for name, value in trainer.net_ema.state_dict().items():
         expected = 0.9 * ema_before[name] + 0.1 * net.state_dict()[name]
         torch.testing.assert_close(value, expected)
 
 
 def test_dcn_learning_rate_multiplier_groups_dcn_parameters():
     net = EDVR(**TINY_NET)
-    restorer = Restorer(net, train_options(optim={"lr": 1e-3, "dcn_lr_mul": 0.1}), torch.device("cpu"))
-    groups = restorer.optimizer.param_groups
+    trainer = Trainer(net, train_options(optim={"lr": 1e-3, "dcn_lr_mul": 0.1}), torch.device("cpu"))
+    groups = trainer.optimizer.param_groups
     assert [g["base_lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     dcn_params = {id(p) for pack in net.dcn_packs for p in pack.parameters()}
     assert {id(p) for p in groups[1]["params"]} == dcn_params
@@ -147,9 +147,9 @@ def test_dcn_learning_rate_multiplier_groups_dcn_parameters():
 def test_bf16_autocast_step_runs_on_cpu():
     torch.manual_seed(0)
     net = EDVR(**TINY_NET)
-    restorer = Restorer(net, train_options(amp="bf16", grad_clip=1.0), torch.device("cpu"))
+    trainer = Trainer(net, train_options(amp="bf16", grad_clip=1.0), torch.device("cpu"))
     before = snapshot(net)
-    stats = restorer.train_step(tiny_batch(), 1)
+    stats = trainer.train_step(tiny_batch(), 1)
     assert math.isfinite(float(stats.loss)) and changed(before, net)
 
 
@@ -159,17 +159,17 @@ def test_channels_last_option_converts_the_network_and_trains():
     batch = tiny_batch()
     with torch.no_grad():
         expected = net(batch["lq"])
-    restorer = Restorer(net, train_options(channels_last=True), torch.device("cpu"))
+    trainer = Trainer(net, train_options(channels_last=True), torch.device("cpu"))
     assert net.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(net(batch["lq"]), expected, rtol=1e-4, atol=1e-5)  # same function
     before = snapshot(net)
-    assert math.isfinite(float(restorer.train_step(batch, 1).loss)) and changed(before, net)
+    assert math.isfinite(float(trainer.train_step(batch, 1).loss)) and changed(before, net)
 
 
 def test_schedule_must_cover_total_iter():
     with pytest.raises(ValueError, match="periods sum to 5 < train.total_iter 10"):
-        Restorer(EDVR(**TINY_NET), train_options(scheduler={"periods": [5], "restart_weights": [1]}),
+        Trainer(EDVR(**TINY_NET), train_options(scheduler={"periods": [5], "restart_weights": [1]}),
                  torch.device("cpu"))
 
 

@@ -2,7 +2,7 @@
 
     python scripts/bench/train_step.py [--steps 3] [--backends native torchvision]
 
-The step is the one train.py runs (``Restorer.train_step``: forward with batched PCD, loss,
+The step is the one train.py runs (``Trainer.train_step``: forward with batched PCD, loss,
 backward, Adam). Backends are timed round-robin in one run; printed: median seconds per step
 and the ratio to the torchvision backend (the kernel the reference implementations use).
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from options import cli  # noqa: E402
 
 from models.edvr import EDVR  # noqa: E402
-from models.restorer import Restorer  # noqa: E402
+from models.trainer import Trainer  # noqa: E402
 from options.parse import Validator  # noqa: E402
 from options.schema import TrainOptions  # noqa: E402
 
@@ -39,16 +39,16 @@ def main(argv: list[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(0)
     batch = {"lq": torch.rand(2, 5, 3, 64, 64, generator=generator),
              "gt": torch.rand(2, 3, 256, 256, generator=generator)}
-    restorers = {}
+    trainers = {}
     for backend in args.backends:
         torch.manual_seed(0)
-        restorers[backend] = Restorer(EDVR(with_tsa=False, dcn_backend=backend), recipe, torch.device("cpu"))
-        restorers[backend].train_step(batch, 1)  # warm-up (and the native build, if needed)
+        trainers[backend] = Trainer(EDVR(with_tsa=False, dcn_backend=backend), recipe, torch.device("cpu"))
+        trainers[backend].train_step(batch, 1)  # warm-up (and the native build, if needed)
     times = {backend: [] for backend in args.backends}
     for step in range(args.steps):
-        for backend, restorer in restorers.items():
+        for backend, trainer in trainers.items():
             start = time.perf_counter()
-            restorer.train_step(batch, step + 2)
+            trainer.train_step(batch, step + 2)
             times[backend].append(time.perf_counter() - start)
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
           f"threads, load {os.getloadavg()[0]:.2f}; EDVR-M woTSA, batch 2, 5x64x64 LR, median of {args.steps}")

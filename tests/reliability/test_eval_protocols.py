@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from data.video_test import AVERAGE_OVER_CLIPS, AVERAGE_OVER_FRAMES, VideoTestDataset, Vimeo90KTestDataset
 from models.evaluation import EvalResult, evaluate
+from models.restoration import Engine
 from tests.data.builders import write_png
 
 METRICS = {"psnr": SimpleNamespace(crop_border=0, test_y_channel=False)}
@@ -40,6 +41,8 @@ PER_FRAME = (psnr_of(CLIP_A["lr"]) + 3 * psnr_of(CLIP_B["lr"])) / 4  # 33.13
 class CentreUpsampler(nn.Module):
     """(B, T, 3, h, w) -> the centre frame, 4x nearest: (B, 3, 4h, 4w)."""
 
+    scale, size_multiple, num_frame, center_frame_idx = 4, 1, 5, 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x[:, x.shape[1] // 2], scale_factor=4, mode="nearest")
 
@@ -49,7 +52,7 @@ def grey(value: int, size: int) -> np.ndarray:
 
 
 def run(dataset) -> EvalResult:
-    return evaluate(CentreUpsampler(), dataset, "t", METRICS, torch.device("cpu"), progress=False)
+    return evaluate(Engine(CentreUpsampler()), dataset, "t", METRICS, torch.device("cpu"), progress=False)
 
 
 def csv_rows(result: EvalResult, path: Path) -> list[list[str]]:
@@ -96,7 +99,7 @@ def test_unknown_averaging_rule_is_refused(tmp_path):
         EvalResult("t", averaging="sequences")
     dataset = SimpleNamespace(averaging="median")
     with pytest.raises(ValueError, match="averaging must be one of"):
-        evaluate(CentreUpsampler(), dataset, "t", METRICS, torch.device("cpu"), progress=False)
+        evaluate(Engine(CentreUpsampler()), dataset, "t", METRICS, torch.device("cpu"), progress=False)
 
 
 def test_identical_frame_makes_the_average_infinite():

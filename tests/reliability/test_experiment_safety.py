@@ -38,7 +38,7 @@ def test_a_fresh_start_over_an_existing_experiment_is_refused_untouched(demo, tm
     before = snapshot(exp)
     with pytest.raises(UsageError, match=r"holds an earlier training of this experiment \(trained to iteration 2\)") \
             as info:
-        run(opts, "--set", "train.total_iter=4")
+        run(opts, "--set", "logger.print_freq=2")
     assert "--auto-resume" in info.value.hint and "--set name=" in info.value.hint
     assert snapshot(exp) == before  # not a byte changed, the log included
 
@@ -61,7 +61,7 @@ def test_resume_applies_the_learning_rate_and_refuses_the_architecture(demo, tmp
     assert "resume: train.optim.dcn_lr_mul changed from 1.0 to 0.5" in log
     assert "iter 3/4 epoch" in log and "lr 2.000e-04" in log  # the new rate is the one in use
     state = torch.load(exp / "training_states" / "4.state", weights_only=True)
-    assert [g["lr"] for g in state["restorer"]["optimizer"]["param_groups"]] == [2e-4, 1e-4]
+    assert [g["lr"] for g in state["trainer"]["optimizer"]["param_groups"]] == [2e-4, 1e-4]
     assert "lr: 0.0002" in (exp / "options.yml").read_text()  # the options now in effect
 
 

@@ -19,6 +19,7 @@ import test as test_script
 from models.checkpoint import save_network
 from models.edvr import EDVR
 from models.outputs import MANIFEST_NAME
+from models.restoration import sinks
 from options import cli
 from tests.data.builders import real_frames, write_clip_tree
 
@@ -90,7 +91,7 @@ def test_a_failed_run_leaves_the_earlier_result_intact(project, tmp_path, monkey
     assert restore(project, "--output", out) == 0
     before = snapshot(out)
     calls = {"n": 0}
-    real = test_script.write_png
+    real = sinks.write_png
 
     def fails_on_the_third_frame(path, rgb):
         calls["n"] += 1
@@ -98,7 +99,7 @@ def test_a_failed_run_leaves_the_earlier_result_intact(project, tmp_path, monkey
             raise OSError(28, "No space left on device", str(path))
         real(path, rgb)
 
-    monkeypatch.setattr(test_script, "write_png", fails_on_the_third_frame)
+    monkeypatch.setattr(sinks, "write_png", fails_on_the_third_frame)
     assert restore(project, "--output", out, "--overwrite") == 2
     assert snapshot(out) == before and not (tmp_path / "out.partial").exists()
 

@@ -12,7 +12,7 @@ import torch
 import train as train_script
 from models import checkpoint as checkpoint_module
 from models.checkpoint import CheckpointError
-from models.restorer import NonFiniteLossError
+from models.trainer import NonFiniteLossError
 from scripts.chaos_resume import write_options
 from tests.data.builders import demo_dataset
 
@@ -77,10 +77,10 @@ def test_failed_checkpoint_write_keeps_the_previous_one(demo, tmp_path, monkeypa
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(demo, tmp_path, monkeypatch, caplog):
-    from models import restorer as restorer_module
+    from models import trainer as trainer_module
 
     opts = write_options(tmp_path / "o.yml", demo, tmp_path / "exp", iters=8)
-    real_forward = restorer_module.PixelLoss.forward
+    real_forward = trainer_module.PixelLoss.forward
     bad_iterations = {3, 5, 6, 7}
     state = {"calls": 0}
 
@@ -89,7 +89,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(demo, tmp_path, monkeypa
         loss = real_forward(self, pred, target)
         return loss * float("nan") if state["calls"] in bad_iterations else loss
 
-    monkeypatch.setattr(restorer_module.PixelLoss, "forward", sometimes_nan)
+    monkeypatch.setattr(trainer_module.PixelLoss, "forward", sometimes_nan)
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses up to iteration 7"):
         run(opts, "--set", "train.max_nonfinite_steps=3")
     log = (experiment(tmp_path) / "logs" / "train.log").read_text()

@@ -1,6 +1,6 @@
 """The training side of a network: optimiser, loss, EMA, AMP, TSA warm-up, DDP wrapping.
 
-``Restorer.train_step(batch, iteration)`` runs one optimisation step. Everything it
+``Trainer.train_step(batch, iteration)`` runs one optimisation step. Everything it
 decides per step (learning rate, which parameters train) is a function of the
 iteration number, so a resumed run takes the same decisions as an uninterrupted one.
 """
@@ -38,7 +38,7 @@ class StepStats:
     skipped: bool = False  # the loss was not finite: no update was made
 
 
-class Restorer:
+class Trainer:
     """Trains ``net`` (already on ``device``) with the recipe in ``train_opts`` (options.TrainOptions).
 
     ``model`` is what runs the forward pass (DDP-wrapped when ``distributed``);
