@@ -17,7 +17,7 @@ from ops.dcn import (
     deform_conv2d,
     get_backend,
 )
-from tests.dcn_cases import CASES, DcnCase, make_inputs
+from tests.ops.dcn_cases import CASES, DcnCase, make_inputs
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")

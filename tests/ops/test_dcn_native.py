@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from ops.dcn import DCNv2Pack, deform_conv2d
-from tests.dcn_cases import CASES, DcnCase, make_inputs
+from tests.ops.dcn_cases import CASES, DcnCase, make_inputs
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HAS_CUDA = torch.cuda.is_available()
 
 
