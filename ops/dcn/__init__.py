@@ -7,7 +7,7 @@ EDVR uses. Importing this package never fails: backends are loaded on first use 
 
 from .backends import BACKEND_ENV_VAR, BACKEND_NAMES, BackendUnavailable, available_backends, get_backend
 from .function import conv_output_size, deform_conv2d
-from .modules import OFFSET_DIVERGENCE_THRESHOLD, DCNv2Pack, ModulatedDeformConv2d
+from .modules import OFFSET_DIVERGENCE_THRESHOLD, DCNv2Pack, ModulatedDeformConv2d, dcn_packs
 from .reference import deform_conv2d_reference
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "OFFSET_DIVERGENCE_THRESHOLD",
     "available_backends",
     "conv_output_size",
+    "dcn_packs",
     "deform_conv2d",
     "deform_conv2d_reference",
     "get_backend",
