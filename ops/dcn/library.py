@@ -61,7 +61,8 @@ def load(with_cuda: bool) -> NativeLibrary:
     _load_shared_library(path)
     _register_python_parts()
     devices = frozenset(d for d in ("cpu", "cuda") if has_kernel(d))
-    _loaded = NativeLibrary(build.extension_name(with_cuda), with_cuda, path, time.perf_counter() - start, devices)
+    seconds = time.perf_counter() - start
+    _loaded = NativeLibrary(build.extension_name(with_cuda), with_cuda, path, seconds, devices)
     return _loaded
 
 
