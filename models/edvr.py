@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ops.dcn import DCNv2Pack
+from ops.dcn import DCNv2Pack, dcn_packs
 
 from .blocks import ResidualBlockNoBN, conv1x1, conv3x3, lrelu, residual_blocks, upsample2x
 
@@ -318,7 +318,7 @@ class EDVR(nn.Module):
     @property
     def dcn_packs(self) -> list[DCNv2Pack]:
         """The four DCNv2Packs (L3, L2, L1, cascade), e.g. to read their offset magnitudes."""
-        return [module for module in self.modules() if isinstance(module, DCNv2Pack)]
+        return dcn_packs(self)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 5:

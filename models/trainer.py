@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ops.dcn import DCNv2Pack
+from ops.dcn import dcn_packs
 
 from .checkpoint import unwrap
 from .losses import PixelLoss
@@ -181,7 +181,7 @@ class Trainer:
 
     def offset_magnitudes(self) -> list[float]:
         """Mean |offset| (pixels) of each DCNv2Pack's last forward, for the training log."""
-        packs = [m for m in unwrap(self.net).modules() if isinstance(m, DCNv2Pack)]
+        packs = dcn_packs(unwrap(self.net))
         return [p.offset_magnitude for p in packs if p.offset_magnitude is not None]
 
 
@@ -190,7 +190,7 @@ def _build_optimizer(net: nn.Module, kind: str, lr: float, betas: tuple[float, f
     """Two parameter groups when the network has DCNv2Packs: the others, then every pack's
     parameters (its weight, bias and offset predictor; chosen by module type) with
     ``lr * dcn_lr_mul``. Always two, so that a resume may change ``dcn_lr_mul``."""
-    dcn = [p for m in net.modules() if isinstance(m, DCNv2Pack) for p in m.parameters()]
+    dcn = [p for pack in dcn_packs(net) for p in pack.parameters()]
     if not dcn:
         groups = [{"params": list(net.parameters()), "lr": lr, "base_lr": lr}]
     else:

@@ -37,7 +37,8 @@ def deform_conv2d(
         bias: (Cout,) or None.
         stride, padding, dilation: int or (vertical, horizontal).
         backend: "auto", "native", "torchvision" or "reference"; None reads
-            ``$VIDRESTORE_DCN`` (default "auto"). See ``ops.dcn.backends``.
+            ``$VIDRESTORE_DCN`` (default "auto"). Chosen once per process and device type
+            of x; see ``ops.dcn.backends``.
 
     Under autocast the computation runs in float32 and the result has the dtype of x.
 
@@ -47,6 +48,8 @@ def deform_conv2d(
     Raises:
         ValueError: a tensor's shape, dtype or device does not fit, naming the tensor,
             what was expected and what was given.
+        BackendUnavailable: the backend asked for by name cannot run inputs on x's device
+            here (e.g. ``native`` for CUDA inputs with the CPU-only build).
     """
     if torch.is_autocast_enabled(x.device.type):
         # As torchvision: under autocast the op runs in float32 (sampling coordinates need it)
@@ -59,7 +62,8 @@ def deform_conv2d(
     padding = _pair(padding, "padding", minimum=0)
     dilation = _pair(dilation, "dilation", minimum=1)
     _check_tensors(x, offset, mask, weight, bias, stride, padding, dilation)
-    return get_backend(backend).forward(x, offset, mask, weight, bias, stride, padding, dilation)
+    kernel = get_backend(backend, x.device.type).forward
+    return kernel(x, offset, mask, weight, bias, stride, padding, dilation)
 
 def conv_output_size(
     size: tuple[int, int], kernel_size: tuple[int, int], stride: tuple[int, int],

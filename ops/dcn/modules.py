@@ -128,6 +128,11 @@ class DCNv2Pack(ModulatedDeformConv2d):
         )
 
 
+def dcn_packs(module: nn.Module) -> list[DCNv2Pack]:
+    """Every DCNv2Pack inside ``module`` (itself included), in ``module.modules()`` order."""
+    return [m for m in module.modules() if isinstance(m, DCNv2Pack)]
+
+
 class OffsetMonitor:
     """Mean |offset| of a DCNv2Pack, read without stalling the GPU (see DCNv2Pack).
 

@@ -102,7 +102,7 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     seconds = (time.perf_counter() - start) / frames
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return {"s_per_frame": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mib": gpu, "backend": get_backend(backend).name}
+            "peak_gpu_mib": gpu, "backend": get_backend(backend, device).name}
 
 
 def main(argv: list[str] | None = None) -> None:

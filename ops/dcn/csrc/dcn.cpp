@@ -1,7 +1,7 @@
 // Registration of the vidrestore::deform_conv2d op (modulated deformable convolution,
 // DCNv2) and its backward. Device kernels live in cpu/ and cuda/; autograd and the
 // fake (meta) kernels used by torch.compile are registered from Python
-// (ops/dcn/_ext.py), next to the code that loads this library.
+// (ops/dcn/library.py), next to the code that loads this library.
 
 #include <torch/library.h>
 

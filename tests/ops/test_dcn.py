@@ -16,33 +16,26 @@ from ops.dcn import (
     available_backends,
     deform_conv2d,
     get_backend,
+    reset_backends,
 )
-from tests.dcn_cases import CASES, DcnCase, make_inputs
-
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
-INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")
-
-
-def run(tensors: dict, kwargs: dict, backend: str) -> torch.Tensor:
-    t = tensors
-    return deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"], **kwargs, backend=backend)
-
-
-def outputs_and_grads(case: DcnCase, dtype: torch.dtype, backend: str) -> dict[str, torch.Tensor]:
-    tensors, kwargs = make_inputs(case, dtype, requires_grad=True)
-    out = run(tensors, kwargs, backend)
-    upstream = torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)
-    (out * upstream).sum().backward()
-    result = {"out": out.detach()}
-    result.update({f"grad_{name}": t.grad for name, t in tensors.items() if t is not None})
-    return result
+from tests.ops.dcn_cases import (
+    CASES,
+    GRADCHECK_CASES,
+    TOLERANCE,
+    DcnCase,
+    gradcheck,
+    make_inputs,
+    outputs_and_grads,
+    run,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_reference_matches_torchvision(case: DcnCase, dtype: torch.dtype):
-    ours = outputs_and_grads(case, dtype, "reference")
-    theirs = outputs_and_grads(case, dtype, "torchvision")
+    tensors, kwargs = make_inputs(case, dtype)
+    ours = outputs_and_grads(tensors, kwargs, "reference")
+    theirs = outputs_and_grads(tensors, kwargs, "torchvision")
     assert ours.keys() == theirs.keys()
     for name in ours:
         error = (ours[name] - theirs[name]).abs().max().item()
@@ -100,33 +93,9 @@ def test_half_pixel_outside_takes_half_of_the_edge():
     assert out[0, 0, 1:].eq(4.0).all()
 
 
-GRADCHECK_CASES = [
-    DcnCase(batch=2, in_channels=4, out_channels=2, height=5, width=6, deform_groups=2, offset_scale=1.5),
-    DcnCase(batch=1, in_channels=4, out_channels=4, height=6, width=5, stride=2, padding=2, dilation=2,
-            groups=2, offset_scale=3.0),
-    DcnCase(batch=1, in_channels=2, out_channels=2, height=4, width=4, masked=False, offset_scale=1.0),
-]
-
-
-@pytest.fixture
-def one_thread():
-    """gradcheck makes thousands of tiny calls; a second BLAS thread only adds wake-ups."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: c.id)
 def test_reference_gradcheck(case: DcnCase, one_thread):
-    tensors, kwargs = make_inputs(case, torch.float64, requires_grad=True, seed=3)
-    names = [n for n in INPUT_NAMES if tensors[n] is not None]
-
-    def fn(*inputs):
-        return run(dict(zip(names, inputs), **{n: None for n in INPUT_NAMES if n not in names}),
-                   kwargs, "reference")
-
-    assert torch.autograd.gradcheck(fn, [tensors[n] for n in names], eps=1e-6, atol=1e-6)
+    assert gradcheck(case, "reference")
 
 
 def test_reference_offset_gradient_at_whole_pixels_is_the_forward_difference():
@@ -219,13 +188,6 @@ def test_bad_arguments_raise_value_error(changes, message):
 # ---- backend selection ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fresh_backend_cache():
-    backends._resolve.cache_clear()
-    yield
-    backends._resolve.cache_clear()
-
-
 def test_environment_variable_selects_backend(monkeypatch, fresh_backend_cache):
     monkeypatch.setenv("VIDRESTORE_DCN", "reference")
     assert get_backend().name == "reference"
@@ -253,18 +215,21 @@ def test_auto_picks_the_best_available_and_logs_once(monkeypatch, caplog, fresh_
 
 
 def test_auto_skips_unavailable_backends_with_reasons(monkeypatch, caplog, fresh_backend_cache):
-    def broken():
+    def broken(device_type):
         raise BackendUnavailable("simulated: torchvision is broken")
 
     monkeypatch.setitem(backends._LOADERS, "native", broken)
     monkeypatch.setitem(backends._LOADERS, "torchvision", broken)
-    with caplog.at_level(logging.INFO, logger="ops.dcn.backends"):
+    with (
+        caplog.at_level(logging.INFO, logger="ops.dcn.backends"),
+        pytest.warns(UserWarning, match="native kernels unavailable for cpu inputs.*: simulated"),
+    ):
         assert get_backend("auto").name == "reference"
     assert "skipped native: simulated" in caplog.text and "torchvision: simulated" in caplog.text
 
 
 def test_forced_unavailable_backend_raises_instead_of_falling_back(monkeypatch, fresh_backend_cache):
-    def broken():
+    def broken(device_type):
         raise BackendUnavailable("simulated failure")
 
     monkeypatch.setitem(backends._LOADERS, "torchvision", broken)
@@ -272,6 +237,25 @@ def test_forced_unavailable_backend_raises_instead_of_falling_back(monkeypatch, 
         get_backend("torchvision")
     with pytest.raises(BackendUnavailable):
         call(backend="torchvision")
+
+
+def test_choices_are_remembered_until_reset(monkeypatch, fresh_backend_cache):
+    """A backend that failed (e.g. a native build without a compiler) is tried again after
+    reset_backends(), not before."""
+    attempts = []
+
+    def fails_once(device_type):
+        attempts.append(device_type)
+        if len(attempts) == 1:
+            raise BackendUnavailable("simulated: no compiler yet")
+        return backends._load_reference(device_type)
+
+    monkeypatch.setitem(backends._LOADERS, "native", fails_once)
+    with pytest.warns(UserWarning, match="simulated: no compiler yet"):
+        assert get_backend("auto").name == "torchvision"
+    assert get_backend("auto").name == "torchvision" and attempts == ["cpu"]
+    reset_backends()
+    assert get_backend("auto").name == "native" and attempts == ["cpu", "cpu"]
 
 
 def test_import_does_not_build_or_load_backends():

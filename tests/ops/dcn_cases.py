@@ -1,7 +1,8 @@
-"""The grid of deformable-convolution cases every DCN backend is tested on.
+"""The grid of deformable-convolution cases every DCN backend is tested on, and the helpers
+that run a backend on them.
 
 Shared by the reference/torchvision tests (test_dcn.py) and the native-kernel
-tests, so every implementation faces the same shapes and offsets.
+tests (test_dcn_native.py), so every implementation faces the same shapes and offsets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from ops.dcn import conv_output_size, deform_conv2d
+from ops.dcn.function import _pair
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,19 @@ def _grid() -> list[DcnCase]:
 
 CASES: list[DcnCase] = _grid()
 
+# Small cases for torch.autograd.gradcheck (thousands of calls each).
+GRADCHECK_CASES = [
+    DcnCase(batch=2, in_channels=4, out_channels=2, height=5, width=6, deform_groups=2, offset_scale=1.5),
+    DcnCase(batch=1, in_channels=4, out_channels=4, height=6, width=5, stride=2, padding=2, dilation=2,
+            groups=2, offset_scale=3.0),
+    DcnCase(batch=1, in_channels=2, out_channels=2, height=4, width=4, masked=False, offset_scale=1.0),
+    DcnCase(batch=2, in_channels=4, out_channels=4, height=4, width=5, deform_groups=4, groups=4,
+            bias=False, offset_scale=0.4, offset_shift=-1.6),
+]
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}  # max |backend - reference|
+INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")
+
 
 def make_inputs(
     case: DcnCase,
@@ -77,9 +94,6 @@ def make_inputs(
     ``contiguous=False`` returns the same values as non-contiguous views (x and offset
     channels-last, weight transposed storage), to exercise stride handling.
     """
-    from ops.dcn import conv_output_size
-    from ops.dcn.function import _pair
-
     generator = torch.Generator().manual_seed(seed)
     stride, padding, dilation = (_pair(v, n, 0) for v, n in (
         (case.stride, "stride"), (case.padding, "padding"), (case.dilation, "dilation")))
@@ -114,3 +128,32 @@ def _non_contiguous(t: Tensor) -> Tensor:
             raise AssertionError("expected a non-contiguous view")
         return view
     return torch.stack((t, t), dim=1)[:, 0]  # 1-D: a stride-2 view with the same values
+
+
+def run(tensors: dict, kwargs: dict, backend: str) -> Tensor:
+    """``deform_conv2d`` on ``make_inputs``' tensors and keyword arguments."""
+    t = tensors
+    return deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"], **kwargs, backend=backend)
+
+
+def outputs_and_grads(tensors: dict, kwargs: dict, backend: str) -> dict[str, Tensor]:
+    """Output and the gradients of every input for a fixed, non-uniform upstream gradient."""
+    leaves = {k: v.detach().clone().requires_grad_(True) if v is not None else None for k, v in tensors.items()}
+    out = run(leaves, kwargs, backend)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+    (out * upstream).sum().backward()
+    result = {"out": out.detach()}
+    result.update({f"grad_{name}": t.grad for name, t in leaves.items() if t is not None})
+    return result
+
+
+def gradcheck(case: DcnCase, backend: str) -> bool:
+    """torch.autograd.gradcheck of ``backend`` on ``case`` (float64) w.r.t. every input."""
+    tensors, kwargs = make_inputs(case, torch.float64, requires_grad=True, seed=3)
+    names = [n for n in INPUT_NAMES if tensors[n] is not None]
+
+    def fn(*inputs):
+        return run(dict(zip(names, inputs), **{n: None for n in INPUT_NAMES if n not in names}), kwargs, backend)
+
+    return torch.autograd.gradcheck(fn, [tensors[n] for n in names], eps=1e-6, atol=1e-6)
+

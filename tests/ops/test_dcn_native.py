@@ -1,9 +1,9 @@
 """The native DCNv2 kernels (ops/dcn/csrc): parity with the reference, gradients, determinism,
 torch.compile, and the build (JIT cache, ahead-of-time, CUDA source, failure fallback).
 
-The CPU library is JIT-built on first use into the torch extensions cache (about 20 s on
-2 cores, then reused). CUDA runtime tests skip without a GPU; the CUDA build test compiles
-the CUDA source wherever nvcc is installed.
+The CPU library is JIT-built on first use into the build cache (``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/vidrestore/torch_extensions``; about 20-40 s on 2 cores, then reused). CUDA runtime
+tests skip without a GPU; the CUDA build test compiles the CUDA source wherever nvcc is installed.
 """
 
 from __future__ import annotations
@@ -13,17 +13,25 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from ops.dcn import DCNv2Pack, deform_conv2d
-from tests.dcn_cases import CASES, DcnCase, make_inputs
+from ops.dcn import BackendUnavailable, DCNv2Pack, deform_conv2d, get_backend
+from tests.ops.dcn_cases import (
+    CASES,
+    GRADCHECK_CASES,
+    TOLERANCE,
+    DcnCase,
+    gradcheck,
+    make_inputs,
+    outputs_and_grads,
+    run,
+)
 
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
-INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HAS_CUDA = torch.cuda.is_available()
 
 
@@ -31,27 +39,11 @@ HAS_CUDA = torch.cuda.is_available()
 def native():
     """The loaded native library (built on first use). Fails, not skips, when the build fails
     on a machine that has a compiler: a broken kernel source must not pass silently."""
-    from ops.dcn import _ext
+    from ops.dcn import build, library
 
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("no C++ compiler: the native DCN kernels cannot be built here")
-    return _ext.load()
-
-
-def run(tensors: dict, kwargs: dict, backend: str) -> torch.Tensor:
-    t = tensors
-    return deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"], **kwargs, backend=backend)
-
-
-def outputs_and_grads(tensors: dict, kwargs: dict, backend: str) -> dict[str, torch.Tensor]:
-    """Output and the gradients of every input for a fixed, non-uniform upstream gradient."""
-    leaves = {k: v.detach().clone().requires_grad_(True) if v is not None else None for k, v in tensors.items()}
-    out = run(leaves, kwargs, backend)
-    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
-    (out * upstream).sum().backward()
-    result = {"out": out.detach()}
-    result.update({f"grad_{name}": t.grad for name, t in leaves.items() if t is not None})
-    return result
+    return library.load(with_cuda=build.default_with_cuda())
 
 
 def assert_close_to_reference(tensors: dict, kwargs: dict, tolerance: float) -> None:
@@ -137,32 +129,9 @@ def test_native_half_precision_on_cpu_computes_in_float32(native, dtype):
     assert (out.float() - expected).abs().max() < 0.1
 
 
-GRADCHECK_CASES = [
-    DcnCase(batch=2, in_channels=4, out_channels=2, height=5, width=6, deform_groups=2, offset_scale=1.5),
-    DcnCase(batch=1, in_channels=4, out_channels=4, height=6, width=5, stride=2, padding=2, dilation=2,
-            groups=2, offset_scale=3.0),
-    DcnCase(batch=1, in_channels=2, out_channels=2, height=4, width=4, masked=False, offset_scale=1.0),
-    DcnCase(batch=2, in_channels=4, out_channels=4, height=4, width=5, deform_groups=4, groups=4,
-            bias=False, offset_scale=0.4, offset_shift=-1.6),
-]
-
-
 @pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: c.id)
-def test_native_gradcheck(native, case: DcnCase):
-    tensors, kwargs = make_inputs(case, torch.float64, requires_grad=True, seed=3)
-    names = [n for n in INPUT_NAMES if tensors[n] is not None]
-
-    def fn(*inputs):
-        return run(dict(zip(names, inputs), **{n: None for n in INPUT_NAMES if n not in names}), kwargs, "native")
-
-    # One thread: gradcheck makes thousands of tiny calls, and on a busy machine each
-    # multi-threaded BLAS call inside them can wait milliseconds for a core.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert torch.autograd.gradcheck(fn, [tensors[n] for n in names], eps=1e-6, atol=1e-6)
-    finally:
-        torch.set_num_threads(previous)
+def test_native_gradcheck(native, case: DcnCase, one_thread):
+    assert gradcheck(case, "native")
 
 
 def test_native_offset_gradient_at_whole_pixels_is_the_forward_difference(native):
@@ -202,9 +171,10 @@ def test_opcheck_schema_fake_and_autograd_registrations(native):
         torch.library.opcheck(torch.ops.vidrestore.deform_conv2d.default, args)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. dynamo's about tracing through a cache
 def test_torch_compile_fullgraph_of_dcnv2_pack(native):
     """torch.compile(fullgraph=True) of a DCNv2Pack on the native backend gives the eager
-    output and gradients."""
+    output and gradients, without a warning."""
     import torch._dynamo
 
     torch.manual_seed(0)
@@ -231,26 +201,38 @@ def test_torch_compile_fullgraph_of_dcnv2_pack(native):
 
 
 def test_extensions_dir_is_honoured(monkeypatch, tmp_path):
-    from ops.dcn import _ext
+    from ops.dcn import build
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    assert _ext.default_build_directory(False) == tmp_path / "vidrestore_dcn_cpu"
+    assert build.default_build_directory(False) == tmp_path / "vidrestore_dcn_cpu"
+
+
+def test_default_build_directory_is_in_the_user_cache(monkeypatch, tmp_path):
+    from ops.dcn import build
+
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert build.default_build_directory(True) == tmp_path / "vidrestore/torch_extensions/vidrestore_dcn_cuda"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    expected = Path.home() / ".cache/vidrestore/torch_extensions/vidrestore_dcn_cpu"
+    assert build.default_build_directory(False) == expected
 
 
 def test_second_build_reuses_the_cached_library(native):
     """A build that already happened is reused: same file, not recompiled."""
-    from ops.dcn import _ext
+    from ops.dcn import build
 
     before = native.path.stat().st_mtime_ns
-    path = _ext.build(native.with_cuda)
+    path = build.build(native.with_cuda)
     assert path == native.path
     assert path.stat().st_mtime_ns == before
 
 
 def test_import_neither_builds_nor_loads_the_library():
-    code = "import ops.dcn, sys; print('ops.dcn._ext' in sys.modules, 'torch.utils.cpp_extension' in sys.modules)"
+    code = ("import ops.dcn, sys; print('ops.dcn.build' in sys.modules, 'ops.dcn.library' in sys.modules, "
+            "'torch.utils.cpp_extension' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    assert result.stdout.split() == ["False", "False"]
+    assert result.stdout.split() == ["False", "False", "False"]
 
 
 def _python(code: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -299,13 +281,105 @@ def test_ahead_of_time_build_is_loaded_without_a_compiler(native):
     assert build.stdout.strip().endswith(str(native.path))
     code = """
         import torch
-        from ops.dcn import _ext, get_backend
+        from ops.dcn import get_backend, library
         assert get_backend().name == "native", get_backend()
-        print(_ext.load().path)
+        print(library.load(with_cuda=False).path)
     """
     result = _python(code, {**env, "CXX": "/nonexistent/c++", "PATH": "/nonexistent", "VIDRESTORE_DCN": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(native.path)
+
+
+def test_loading_the_built_library_is_silent(native):
+    """Loading an up-to-date library compiles nothing, imports no torch.utils.cpp_extension (whose
+    import looks for a CUDA toolkit and warns "No CUDA runtime is found" without a GPU) and
+    prints nothing to stderr."""
+    code = """
+        import sys, torch
+        from ops.dcn import deform_conv2d
+        x = torch.randn(1, 4, 5, 5)
+        weight = torch.randn(2, 4, 3, 3)
+        out = deform_conv2d(x, torch.zeros(1, 18, 5, 5), None, weight, padding=1, backend="native")
+        assert torch.allclose(out, torch.nn.functional.conv2d(x, weight, padding=1), atol=1e-5)
+        print("torch.utils.cpp_extension" in sys.modules)
+    """
+    result = _python(code, {"VIDRESTORE_DCN_CUDA": "1" if native.with_cuda else "0"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
+    assert "CUDA" not in result.stderr
+    assert result.stderr == ""
+
+
+def test_a_failed_build_is_tried_again(tmp_path):
+    """No failure is remembered: each load() runs the build again (here: its compiler check)."""
+    code = """
+        import os
+        from ops.dcn import build, library
+        for compiler in ("/nonexistent/c++", "/nonexistent/g++"):
+            os.environ["CXX"] = compiler
+            try:
+                library.load(with_cuda=False)
+            except build.NativeBuildError as error:
+                print(compiler in str(error))
+    """
+    result = _python(code, {"TORCH_EXTENSIONS_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+
+
+def test_a_build_leaves_the_environment_and_cpp_extension_as_they_were(tmp_path):
+    """MAX_JOBS, TORCH_CUDA_ARCH_LIST and cpp_extension.CUDA_HOME are set for the compilation
+    only (here a simulated compiler failure), and restored afterwards."""
+    with_cuda = shutil.which("nvcc") is not None or Path("/usr/local/cuda/bin/nvcc").exists()
+    if shutil.which(os.environ.get("CXX", "c++")) is None or shutil.which("ninja") is None:
+        pytest.skip("needs a C++ compiler and ninja")
+    code = f"""
+        import os
+        from ops.dcn import build
+        cpp_extension = build._import_cpp_extension()
+        seen = {{}}
+
+        def simulated_load(**kwargs):
+            seen.update(jobs=os.environ.get("MAX_JOBS"), arch=os.environ.get("TORCH_CUDA_ARCH_LIST"))
+            raise RuntimeError("simulated compiler error")
+
+        cpp_extension.load = simulated_load
+        before = dict(os.environ), cpp_extension.CUDA_HOME
+        try:
+            build.build(with_cuda={with_cuda}, build_directory={str(tmp_path)!r})
+        except build.NativeBuildError as error:
+            print("simulated compiler error" in str(error))
+        print(seen["jobs"] is not None, seen["arch"] is not None or not {with_cuda})
+        print((dict(os.environ), cpp_extension.CUDA_HOME) == before)
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("MAX_JOBS", "TORCH_CUDA_ARCH_LIST")}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            cwd=REPO, env={**env, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "True"]
+
+
+def test_forced_native_on_a_device_without_kernels_raises(native, fresh_backend_cache):
+    """native asked for by name never runs another backend: inputs on a device the library has no
+    kernels for raise BackendUnavailable naming the fix."""
+    with pytest.raises(BackendUnavailable, match="no meta kernels. Fix: use the torchvision or reference"):
+        get_backend("native", "meta")
+    if "cuda" not in native.devices:
+        with pytest.raises(BackendUnavailable, match=r"no cuda kernels. Fix: .*ops.dcn.build --cuda"):
+            get_backend("native", "cuda")
+    assert get_backend("native", "cpu").name == "native"
+
+
+def test_auto_sends_inputs_on_a_device_without_native_kernels_to_torchvision(native, fresh_backend_cache):
+    """auto: one warning per process and device type, then torchvision for those inputs."""
+    device = "meta" if "cuda" in native.devices else "cuda"
+    with pytest.warns(UserWarning, match=f"unavailable for {device} inputs.*no {device} kernels"):
+        assert get_backend("auto", device).name == "torchvision"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_backend("auto", device).name == "torchvision"
+        assert get_backend("auto", "cpu").name == "native"
 
 
 @pytest.mark.slow
@@ -325,9 +399,9 @@ def test_cuda_source_compiles():
     assert build.returncode == 0, build.stdout + build.stderr
     code = """
         import torch
-        from ops.dcn import _ext
-        library = _ext.load()
-        print(library.name, sorted(library.devices))
+        from ops.dcn import build, library
+        loaded = library.load(with_cuda=build.default_with_cuda())
+        print(loaded.name, sorted(loaded.devices))
         # the CPU kernels of the CUDA flavour work as well
         x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
         offset = torch.randn(1, 18, 5, 5, dtype=torch.float64)
