@@ -31,7 +31,7 @@ USER_ERROR_CLASSES = (
     ("data.storage", "DataError"),
     ("models.checkpoint", "CheckpointError"),
     ("models.outputs", "OutputError"),
-    ("ops.dcn._ext", "NativeBuildError"),
+    ("ops.dcn.build", "NativeBuildError"),
     ("ops.dcn.backends", "BackendUnavailable"),
 )
 
