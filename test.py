@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 import options
-from data import DATASETS
 from data.video_folder import VideoFolderDataset
 from models.checkpoint import load_network
 from models.evaluation import EvalResult, evaluate
@@ -49,7 +48,6 @@ from models.restoration import (Engine, GroundTruthFolder, PngFolderSink, Tiling
 from models.restoration.sinks import VIDEO_FOURCC
 from options import cli
 from options.weights import network_from_weights
-from options.schema import NETWORKS
 
 logger = logging.getLogger("test")
 
@@ -83,7 +81,7 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
                                    "test.py needs the weights to evaluate (--set path.pretrain_network_g=W.pth)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     release_freed_activations()
-    net = opts.network.build(NETWORKS)
+    net = opts.network.build()
     load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
     net = prepare_for_inference(net, device)
     candidates = [(opts.network.type, net)]
@@ -95,7 +93,7 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for number, test in enumerate(opts.datasets.test):
-        dataset = test.dataset.build(DATASETS)
+        dataset = test.dataset.build()
         for label, model in candidates:
             result = evaluate(Engine(model), dataset, test.name, opts.val.metrics, device, num_workers=test.num_worker,
                               images=out_dir / test.name / label if opts.val.save_img else None)
@@ -169,7 +167,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
 def build_restore_network(args: argparse.Namespace) -> nn.Module:
     """The network of --opt, else the one the weights file stands for; then its weights, loaded strictly."""
     spec = options.load(args.opt, args.set).network if args.opt else network_from_weights(args.model)
-    net = spec.build(NETWORKS)
+    net = spec.build()
     load_network(net, args.model, key="auto", strict=True)
     return net
 

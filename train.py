@@ -28,7 +28,6 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 import options
-from data import DATASETS
 from data.sampling import SeededDataset, SeededSampler
 from models.checkpoint import (CheckpointError, atomic_link, atomic_torch_save, atomic_write, load_network,
                                save_network)
@@ -36,7 +35,6 @@ from models.evaluation import evaluate
 from models.restoration import Engine
 from models.trainer import Trainer
 from options import cli
-from options.schema import NETWORKS
 
 logger = logging.getLogger("train")
 
@@ -109,7 +107,7 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
 
     # ---- data -------------------------------------------------------------------------------
     train_opts = opts.datasets.train
-    train_set = train_opts.dataset.build(DATASETS)
+    train_set = train_opts.dataset.build()
     sampler = SeededSampler(len(train_set), opts.manual_seed, procs.world_size, procs.rank)
     batch_size = train_opts.batch_size_per_gpu
     iters_per_epoch = sampler.num_samples // batch_size
@@ -120,12 +118,12 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     loader = DataLoader(SeededDataset(train_set, train_opts.skip_bad_frames), batch_size=batch_size, sampler=sampler, drop_last=True,
                         num_workers=train_opts.num_worker_per_gpu, pin_memory=procs.device.type == "cuda",
                         persistent_workers=False)
-    val_sets = [(v.name, v.dataset.build(DATASETS)) for v in opts.datasets.val] if procs.is_main else []
+    val_sets = [(v.name, v.dataset.build()) for v in opts.datasets.val] if procs.is_main else []
     logger.info("training set: %d samples, %d iterations per epoch, batch %d per process x %d process(es)",
                 len(train_set), iters_per_epoch, batch_size, procs.world_size)
 
     # ---- network and training recipe --------------------------------------------------------
-    net = opts.network.build(NETWORKS).to(procs.device)
+    net = opts.network.build().to(procs.device)
     logger.info("network: %s (%s parameters)", opts.network.type, f"{sum(p.numel() for p in net.parameters()):,}")
     if opts.path.pretrain_network_g:
         load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)

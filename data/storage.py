@@ -22,6 +22,7 @@ import lmdb
 import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what folders of frames may hold
 META_INFO_NAME = "meta_info.txt"
 _META_LINE = re.compile(r"^(?P<key>\S+)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\) (?P<level>-?\d+)$")
 

@@ -12,10 +12,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from data.clips import check_no_gaps
-from data.storage import DataError, natural_key
+from data.storage import IMAGE_EXTENSIONS, DataError, natural_key
 from data.transforms import frames_to_tensor, temporal_indices
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_GAP_REMEDY = "add the missing frames, number the frames consecutively, or allow gaps (test.py --allow-gaps)"
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 MAX_VALUE_CHARS = 80  # a user value quoted in a message is cut to this many characters
@@ -169,13 +169,15 @@ class FieldSpec:
 
 @dataclass
 class Spec:
-    """A validated registry section: ``type`` names the class, ``kwargs`` its arguments."""
+    """A validated registry section: ``type`` names the class in ``registry``, ``kwargs`` its arguments."""
 
     type: str
     kwargs: dict[str, Any]
+    registry: Mapping[str, Callable] = field(default_factory=dict, repr=False, compare=False)
 
-    def build(self, registry: Mapping[str, Callable], **extra: Any) -> Any:
-        return registry[self.type](**self.kwargs, **extra)
+    def build(self, **extra: Any) -> Any:
+        """The object: ``registry[type](**kwargs, **extra)``."""
+        return self.registry[self.type](**self.kwargs, **extra)
 
 
 class Registry:
@@ -374,7 +376,8 @@ class Validator:
                              f"{', '.join(names)}{self.closest(name, names)}")
         kwargs = {k: v for k, v in value.items() if k != "type"}
         # which keys are known or required depends on the type: an override of it is named
-        spec = Spec(name, self.parse_fields(registry.fields(name), kwargs, path, name, involves=(type_path,)))
+        spec = Spec(name, self.parse_fields(registry.fields(name), kwargs, path, name, involves=(type_path,)),
+                    registry.classes)
         self.check_rules(registry.rules, spec, path)
         return spec
 

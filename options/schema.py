@@ -20,11 +20,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from data import DATASETS
+from data.datasets import DATASETS
 from data.reds import VAL_PARTITIONS
 from data.transforms import PADDING_MODES
 from data.vimeo90k import SEPTUPLET
-from models.edvr import EDVR
+from models.networks import NETWORKS
 from ops.dcn.backends import BACKEND_NAMES
 
 from .parse import Limits, Problem, Registry, Spec, option, short
@@ -40,8 +40,6 @@ EVALUATION_DATASETS = ("VideoTestDataset", "Vimeo90KTestDataset", "VideoFolderDa
 
 
 # -- network -------------------------------------------------------------------------------------
-
-NETWORKS = {"EDVR": EDVR}
 
 NETWORK_LIMITS = {
     "num_in_ch": Limits(1, 64),

@@ -33,11 +33,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.storage import META_INFO_NAME, PNG_SIGNATURE, DataError, format_meta_line  # noqa: E402
+from data.storage import IMAGE_EXTENSIONS, META_INFO_NAME, PNG_SIGNATURE, DataError, format_meta_line  # noqa: E402
 from options.cli import ArgumentParser, UsageError, non_negative_int, positive_int, run  # noqa: E402
 
 LMDB_FILES = {"data.mdb", "lock.mdb", META_INFO_NAME}  # all that an LMDB folder made here holds
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COPY = -1  # "compression level" meaning: keep the source PNG bytes unchanged
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import DATASETS, build_dataset
+from data.datasets import DATASETS, build_dataset
 from data.reds import REDSDataset
 from data.resize import imresize, imresize_torch
 from data.storage import DataError, DiskStore

@@ -7,8 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.storage import DataError
-from data.video_folder import IMAGE_EXTENSIONS
+from data.storage import IMAGE_EXTENSIONS, DataError
 from metrics import psnr, ssim
 
 

@@ -180,7 +180,7 @@ def test_video_folder_gap_names_the_missing_numbers(tmp_path):
         if i not in (2, 3, 5):
             write_png(tmp_path / "f" / f"frame_{i + 1:04d}.png", frame)
     with pytest.raises(DataError, match=r"f: the frame numbering has a gap: no frame numbered 3-4, 6 "
-                                        r"\(frames frame_0001 \.\.\. frame_0007\).*allow_gaps"):
+                                        r"\(frames frame_0001 \.\.\. frame_0007\).*--allow-gaps"):
         VideoFolderDataset(tmp_path / "f", num_frame=3)
     ds = VideoFolderDataset(tmp_path / "f", num_frame=3, allow_gaps=True)
     assert ds.names == ["frame_0001", "frame_0002", "frame_0005", "frame_0007"]
