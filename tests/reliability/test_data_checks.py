@@ -20,7 +20,7 @@ from data.video_folder import VideoFileReader, VideoFolderDataset
 from data.video_test import VideoTestDataset, Vimeo90KTestDataset
 from data.vimeo90k import Vimeo90KDataset
 from scripts.create_lmdb import collect_tree, create_lmdb
-from tests.data.builders import real_frames, write_pair, write_png
+from tests.builders import real_frames, write_pair, write_png
 
 FRAMES = real_frames("carphone_pristine.mp4", 40, 7)  # 144x176, LR 36x44
 

@@ -10,7 +10,7 @@ import pytest
 
 import train as train_script
 from scripts.chaos_resume import write_options
-from tests.data.builders import demo_dataset
+from tests.builders import demo_dataset
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scripts.chaos_resume import write_options
-from tests.data.builders import demo_dataset
+from tests.builders import demo_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

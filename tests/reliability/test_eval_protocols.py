@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from data.video_test import AVERAGE_OVER_CLIPS, AVERAGE_OVER_FRAMES, VideoTestDataset, Vimeo90KTestDataset
 from models.evaluation import EvalResult, evaluate
 from models.restoration import Engine
-from tests.data.builders import write_png
+from tests.builders import write_png
 
 METRICS = {"psnr": SimpleNamespace(crop_border=0, test_y_channel=False)}
 GT_GREY = 128

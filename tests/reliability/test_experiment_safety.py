@@ -11,12 +11,7 @@ import torch
 import train as train_script
 from options.cli import UsageError
 from scripts.chaos_resume import write_options
-from tests.data.builders import demo_dataset
 
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return demo_dataset(tmp_path_factory)
 
 
 def run(options_path: Path, *extra: str) -> None:

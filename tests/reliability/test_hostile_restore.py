@@ -21,7 +21,7 @@ from models.edvr import EDVR
 from models.outputs import MANIFEST_NAME
 from models.restoration import sinks
 from options import cli
-from tests.data.builders import real_frames, write_clip_tree
+from tests.builders import real_frames, write_clip_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)

@@ -13,7 +13,7 @@ import test as test_script
 from models.checkpoint import save_network
 from models.edvr import EDVR
 from options import cli
-from tests.data.builders import real_frames, write_clip_tree
+from tests.builders import real_frames, write_clip_tree
 
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
 

@@ -14,12 +14,7 @@ from models import checkpoint as checkpoint_module
 from models.checkpoint import CheckpointError
 from models.trainer import NonFiniteLossError
 from scripts.chaos_resume import write_options
-from tests.data.builders import demo_dataset
 
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return demo_dataset(tmp_path_factory)
 
 
 def run(options_path: Path, *extra: str) -> None:

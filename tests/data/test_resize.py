@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data.resize import cubic, imresize, imresize_torch, weight_matrix
-from tests.data.builders import real_frames
+from tests.builders import real_frames
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from data.reds import REDSDataset
 from data.sampling import SeededDataset, SeededSampler
-from tests.data.builders import demo_dataset
+from tests.builders import demo_dataset
 
 
 def test_sampler_epochs_resume_and_ranks():
@@ -48,3 +51,20 @@ def test_same_batches_with_0_or_2_workers_and_after_resume(tmp_path_factory):
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
     assert torch.equal(serial[1], resumed[0]) and torch.equal(serial[2], resumed[1])
     assert not torch.equal(serial[0], serial[1])
+
+
+def test_seeded_dataset_reproduces_items_and_restores_generators():
+    class Noise(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+    dataset = SeededDataset(Noise())
+    random.seed(1)
+    before = random.random()
+    random.seed(1)
+    first = dataset[(0, 42)]
+    assert random.random() == before  # the caller's generator is untouched
+    assert dataset[(2, 42)] == first and dataset[(0, 43)] != first

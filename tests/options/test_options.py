@@ -18,7 +18,7 @@ from options.docs import DOC_PATH, render
 from options.parse import Registry, dataclass_fields
 from options.schema import Options, edvr_parameter_count
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "options").glob("*/*.yml"))
 
 MINIMAL = """

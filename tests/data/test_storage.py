@@ -15,7 +15,7 @@ import torch
 from data.storage import DiskStore, LmdbStore, StoreError, open_store, parse_meta_info
 from scripts.create_lmdb import collect_septuplets, collect_tree, create_lmdb
 from scripts.create_lmdb import main as create_lmdb_main
-from tests.data.builders import real_frames, write_clip_tree
+from tests.builders import real_frames, write_clip_tree
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,14 @@ from scripts.make_demo_data import main as make_demo_main
 from scripts.prepare_reds import main as prepare_reds_main
 from scripts.prepare_reds import prepare_reds
 from scripts.prepare_vimeo90k import main as prepare_vimeo90k_main
-from tests.data.builders import demo_dataset, real_frames, reds_folder, write_clip_tree, write_reds_archives
+from tests.builders import demo_dataset, real_frames, reds_folder, write_clip_tree, write_reds_archives
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CLIPS = ("000", "001", "011", "015", "020")
 
 

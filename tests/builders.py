@@ -60,14 +60,70 @@ def demo_dataset(tmp_path_factory) -> Path:
     return _CACHE["demo"]
 
 
+# A tiny EDVR: fast enough for end-to-end tests on CPU
+TINY_EDVR = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
+
+
+def tiny_edvr(seed: int = 0, **kwargs):
+    """``EDVR(**TINY_EDVR, **kwargs)`` in eval mode, seeded, with non-zero offset predictors (as a
+    trained network has, so that alignment actually samples between pixels)."""
+    import torch
+
+    from models.edvr import EDVR
+
+    torch.manual_seed(seed)
+    net = EDVR(**{**TINY_EDVR, **kwargs}).eval()
+    with torch.no_grad():
+        for pack in net.dcn_packs:
+            pack.conv_offset.weight.normal_(0, 0.01)
+    return net
+
+
+def write_train_options(path: Path, demo: Path, experiments: Path, total_iter: int = 6, val_freq: int = 100,
+                        backend: str = "disk") -> Path:
+    """The option file of a tiny training on the demo clips (``demo_dataset``): a TSA network with
+    2 warm-up iterations and EMA, validation and test on clip 007, checkpoints every 3 iterations."""
+    gt, lq = {"disk": ("train_sharp", "train_sharp_bicubic/X4"),
+              "lmdb": ("train_sharp.lmdb", "train_sharp_bicubic_X4.lmdb")}[backend]
+    net = ", ".join(f"{k}: {v}" for k, v in TINY_EDVR.items())
+    clip_007 = (f"{{type: VideoTestDataset, dataroot_lq: {demo / 'train_sharp_bicubic/X4'}, "
+                f"dataroot_gt: {demo / 'train_sharp'}, clips: ['007']}}")
+    path.write_text(f"""
+name: tiny
+manual_seed: 7
+network: {{type: EDVR, {net}, with_tsa: true}}
+datasets:
+  train:
+    dataset: {{type: REDSDataset, dataroot_gt: {demo / gt}, dataroot_lq: {demo / lq},
+              meta_info_file: {demo / 'meta_info_demo_train_GT.txt'}, val_partition: null, gt_size: 32}}
+    batch_size_per_gpu: 2
+    num_worker_per_gpu: 0
+  val: [{{name: demo_val, dataset: {clip_007}, num_worker: 0}}]
+  test: [{{name: demo_val, dataset: {clip_007}, num_worker: 0}}]
+train:
+  total_iter: {total_iter}
+  scheduler: {{periods: [{max(6, total_iter)}], restart_weights: [1], eta_min: 1.0e-6}}
+  optim: {{lr: 1.0e-3}}
+  tsa_iter: 2
+  ema_decay: 0.9
+val: {{val_freq: {val_freq}, metrics: {{psnr: {{crop_border: 0}}}}}}
+logger: {{print_freq: 2, save_checkpoint_freq: 3, use_tb_logger: true}}
+path: {{experiments_root: {experiments}, results_root: {experiments / 'results'}}}
+""")
+    return path
+
+
 __all__ = [
+    "TINY_EDVR",
     "crop_to_multiple",
     "demo_dataset",
     "footage_path",
     "real_frames",
     "reds_folder",
+    "tiny_edvr",
     "write_clip_tree",
     "write_pair",
     "write_png",
     "write_reds_archives",
+    "write_train_options",
 ]

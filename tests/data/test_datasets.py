@@ -18,12 +18,8 @@ from data.video_test import VideoTestDataset, Vimeo90KTestDataset
 from data.vimeo90k import Vimeo90KDataset
 from scripts.create_lmdb import main as create_lmdb_main
 from scripts.prepare_vimeo90k import prepare_vimeo90k
-from tests.data.builders import demo_dataset, real_frames, write_clip_tree, write_pair, write_png
+from tests.builders import real_frames, write_clip_tree, write_pair, write_png
 
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return demo_dataset(tmp_path_factory)
 
 
 def demo_reds(demo: Path, backend: str = "disk", **kwargs) -> REDSDataset:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.builders import real_frames, write_reds_archives
+from tests.builders import real_frames, write_reds_archives
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["network.num_feat=8", "network.deformable_groups=2", "network.num_extract_block=1",
         "network.num_reconstruct_block=1"]
 TRAIN_TINY = ["train.total_iter=2", "train.scheduler.periods=[2]", "train.scheduler.restart_weights=[1]",

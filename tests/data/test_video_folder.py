@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data.video_folder import VideoFileReader, VideoFolderDataset
-from tests.data.builders import footage_path, real_frames, write_png
+from tests.builders import footage_path, real_frames, write_png
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from models.blocks import ResidualBlockNoBN
 from models.edvr import EDVR
 
 # BasicSR's EDVR state-dict keys and shapes, one file per preset (facts copied into the repository)
-REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 
 CONFIGS = {
     "edvr_m": dict(),
