@@ -137,15 +137,21 @@ class OutputFolder:
         self.committed = False
 
     def _claim_partial(self) -> None:
-        """Create the partial folder; a stale one of ours (a killed run) is cleared first."""
+        """Create the partial folder; a stale one of ours (a killed run) is cleared first, one
+        that a running process of ours is writing is refused."""
         if self.path.exists() or self.path.is_symlink():
-            if self.path.is_symlink() or not (self.path / PARTIAL_MARKER).is_file():
+            marker = self.path / PARTIAL_MARKER
+            if self.path.is_symlink() or not marker.is_file():
                 raise OutputError(f"{self.path}: exists and was not created by vidrestore",
                                   hint=f"vidrestore writes {self.final} there first; move it away")
+            writer = _running_writer(marker)
+            if writer is not None:
+                raise OutputError(f"{self.path}: another run (process {writer}) is writing this output",
+                                  hint="wait for it to finish, or choose another output")
             logger.warning("removing %s, left by an interrupted run", self.path)
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
-        (self.path / PARTIAL_MARKER).write_text("written by vidrestore; renamed when complete\n")
+        (self.path / PARTIAL_MARKER).write_text(f"{os.getpid()}\nwritten by vidrestore; renamed when complete\n")
 
     def __enter__(self) -> OutputFolder:
         return self
@@ -175,6 +181,23 @@ class OutputFolder:
             os.replace(self.path, self.final)  # also onto an empty folder
         self.committed = True
         return self.final
+
+
+def _running_writer(marker: Path) -> int | None:
+    """The process id a partial folder's marker names, if that process is alive (not us)."""
+    try:
+        pid = int(marker.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
 
 
 def _remove_ours(folder: Path) -> None:

@@ -194,3 +194,20 @@ def test_user_errors_reach_the_terminal_as_one_line_without_traceback(project, t
                             "--input", str(project / "frames"), "--output", str(tmp_path / "out")],
                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "VIDRESTORE_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_a_partial_folder_another_running_process_writes_is_left_alone(project, tmp_path, capsys):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        partial = tmp_path / "out.partial"
+        partial.mkdir()
+        (partial / ".vidrestore-partial").write_text(f"{sleeper.pid}\nwritten by vidrestore\n")
+        (partial / "frame_0.png").write_bytes(b"in progress")
+        assert restore(project, "--output", tmp_path / "out") == 2
+        assert f"another run (process {sleeper.pid}) is writing this output" in capsys.readouterr().err
+        assert (partial / "frame_0.png").read_bytes() == b"in progress"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert restore(project, "--output", tmp_path / "out") == 0  # its writer is gone: a stale folder of ours
+    assert not partial.exists()
