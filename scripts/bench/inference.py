@@ -4,8 +4,9 @@
 
 Each configuration runs in its own process (so its peak memory is its own) and restores
 ``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
-"ours" is ``restore_sequence`` on a network from ``prepare_for_inference``, with test.py's
-allocator settings (the path ``test.py --input`` takes). The peer is what the reference
+"ours" is the restoration stream (``models.restoration``: ``Engine`` on a network from
+``prepare_for_inference``, ``WindowSchedule``, ``RestorationStream``) with test.py's allocator
+settings: the path ``test.py --input`` takes. The peer is what the reference
 implementations (BasicSR, EDVR) do: one plain forward per 5-frame window, NCHW, float32,
 torchvision's DCN kernel. Printed: seconds per frame, frames/s, peak memory (RSS; on CUDA
 also the peak allocated GPU memory) and the time ratio to the peer of the same size and device.
@@ -66,7 +67,8 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     import torch
 
     from models.edvr import EDVR
-    from models.inference import Tiling, prepare_for_inference, release_freed_activations, restore_sequence
+    from models.restoration import (Engine, RestorationStream, Tiling, WindowSchedule, prepare_for_inference,
+                                    release_freed_activations)
     from ops.dcn import get_backend
 
     torch.manual_seed(0)
@@ -90,9 +92,9 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
         backend = "auto"
         release_freed_activations()  # as test.py
         net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
-        stream = restore_sequence(net, clip.__getitem__, len(clip), 5, device,
-                                  tiling=Tiling(config.tile, config.overlap),
-                                  amp_dtype=getattr(torch, config.amp) if config.amp else None)
+        engine = Engine(net, precision=getattr(torch, config.amp) if config.amp else None,
+                        tiling=Tiling(config.tile, config.overlap))
+        stream = iter(RestorationStream(clip.__getitem__, len(clip), WindowSchedule(net.num_frame), engine, device))
     next(stream)  # warm-up: first frame (allocations, backend load, cuDNN autotuning)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
