@@ -105,3 +105,18 @@ def test_bad_inputs(weights, clip, tmp_path):
         restore("--model", weights, "--opt", options, "--input", folder, "--output", tmp_path / "o5")
     with pytest.raises(UsageError, match="give --output DIR"):
         restore("--model", weights, "--input", folder)  # neither --output nor --video
+
+
+def test_video_input_with_ground_truth_in_its_own_frame_order(weights, clip, tmp_path, capsys):
+    small = [np.ascontiguousarray(f[:32, :48]) for f in clip[1]]
+    video = write_video(tmp_path / "in.mkv", small, encoder="ffv1")
+    gt = [cv2.resize(f, (192, 128), interpolation=cv2.INTER_CUBIC) for f in small]
+    write_clip_tree(tmp_path, {"gt": gt}, names="shot_{:d}")  # not the input's names: matched in order
+    summary = restore("--model", weights, "--input", video, "--output", tmp_path / "out", "--gt", tmp_path / "gt",
+                      "--compare", "2")
+    assert summary["psnr"] is not None and summary["frames"] == 6
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png"))[0] == "00000000.png"
+    table = (tmp_path / "out" / "metrics.md").read_text()
+    assert "- weights: net.pth (sha256 " in table and "- precision: float32" in table and "no border crop" in table
+    assert cv2.imread(str(tmp_path / "out" / "compare" / "00000002.png")).shape == (128, 3 * 192, 3)
+    assert "| 6 |" in capsys.readouterr().out
