@@ -30,7 +30,11 @@ _META_LINE = re.compile(r"^(?P<key>\S+)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\
 class DataError(ValueError):
     """Input data that cannot be used (frames, clips, lists, videos); the message names the file or key.
 
-    Entry points report it as one ``error:`` line (``options.cli``)."""
+    Entry points report it as one ``error:`` line (``options.cli``), plus ``hint`` when given."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 class StoreError(DataError):
@@ -48,11 +52,46 @@ def decode_image(buf: bytes | np.ndarray, what: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+TEMPORARY_SUFFIX = ".tmp"  # files being written: ".<name>.<pid>.tmp", renamed when complete
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every complete PNG file
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file (PNG, JPEG, ...) as HxWx3 uint8 RGB; DataError when it cannot be decoded."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"{path}: not a readable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an HxWx3 uint8 RGB array as a PNG file, creating its folder; OSError on failure."""
+    """Write an HxWx3 uint8 RGB array as a PNG file, creating its folder; OSError on failure.
+
+    The file is written under a temporary name beside ``path`` and renamed, so ``path`` is
+    either absent or complete (without an fsync: see ``is_complete_png`` after a power loss)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: cannot write PNG")
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{path}: cannot encode PNG")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+    try:
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_complete_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG file that ends with its IEND chunk (a file cut short by a crash
+    or a power loss does not)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            handle.seek(-len(PNG_END), os.SEEK_END)
+            return head == PNG_SIGNATURE and handle.read() == PNG_END
+    except OSError:
+        return False
 
 
 def png_header_shape(head: bytes, what: str) -> tuple[int, int, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -31,6 +32,8 @@ from metrics import METRICS
 from .checkpoint import atomic_write
 from .outputs import OutputFolder
 from .restoration.engine import Engine
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,11 +86,23 @@ class EvalResult:
         lines.append("| " + " | ".join(cells + [_fmt(n, self.mean(n)) for n in names]) + " |")
         return "\n".join(lines)
 
-    def save(self, stem: Path, label: str) -> str:
-        """Write ``<stem>.csv`` and ``<stem>.md`` (each complete or not at all); returns the markdown."""
-        markdown = f"## {self.name}: {label}\n\n{self.table()}\n"
-        atomic_write(stem.with_suffix(".md"), lambda handle: handle.write(markdown.encode()))
-        atomic_write(stem.with_suffix(".csv"), lambda handle: handle.write(self.csv_text().encode()))
+    def save(self, stem: Path, label: str, settings: Mapping[str, str] | None = None) -> str:
+        """Write ``<stem>.csv`` and ``<stem>.md`` (each complete or not at all); returns the markdown.
+
+        ``settings`` (e.g. weights, precision, protocol) head the markdown. A table already at
+        ``<stem>.md`` with other settings is kept: this one goes to ``<stem>-2.md`` (``-3``, ...),
+        with a warning naming both; one with the same settings is replaced."""
+        heading = f"## {self.name}: {label}\n\n" + "".join(f"- {k}: {v}\n" for k, v in (settings or {}).items())
+        markdown = f"{heading}\n{self.table()}\n"
+        target, number = stem, 1
+        while target.with_suffix(".md").is_file() and not _same_heading(target.with_suffix(".md"), heading):
+            number += 1
+            target = stem.with_name(f"{stem.name}-{number}")
+        if target != stem:
+            logger.warning("%s was written with other settings and is kept; this table is %s", stem.with_suffix(".md"),
+                           target.with_suffix(".md"))
+        atomic_write(target.with_suffix(".md"), lambda handle: handle.write(markdown.encode()))
+        atomic_write(target.with_suffix(".csv"), lambda handle: handle.write(self.csv_text().encode()))
         return markdown
 
     def csv_text(self) -> str:
@@ -108,6 +123,14 @@ class EvalResult:
         for clip, values in self.clips.items():
             writer.writerow([clip, self.frames.get(clip, ""), *(f"{values[n]:.6f}" for n in names)])
         writer.writerow([self.average_label, self.total_frames, *(f"{self.mean(n):.6f}" for n in names)])
+
+
+def _same_heading(path: Path, heading: str) -> bool:
+    """Whether the table at ``path`` starts with ``heading`` (was written with the same settings)."""
+    try:
+        return path.read_text(encoding="utf-8").startswith(heading + "\n")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def quantize(img: Tensor) -> Tensor:

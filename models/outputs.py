@@ -3,7 +3,8 @@ destination, swapped in when complete, and replaced only where we wrote them.
 
 An output folder is written as the sibling ``<name>.partial`` and renamed to ``<name>`` once
 complete, so an interrupted run never leaves a half-written result under the final name and
-the previous result stays intact until the new one is whole. Every folder we complete holds a
+the previous result stays intact until the new one is whole. An interrupted run's partial
+folder can be continued (``resume``); it holds the record of the run's settings. Every folder we complete holds a
 manifest (``MANIFEST_NAME``) listing the files we wrote; replacing it (``--overwrite``) is
 allowed only when everything in it is listed there, and removes only those files. Outputs
 that equal, contain or lie inside an input, the working directory or the file system root are
@@ -19,11 +20,14 @@ import shutil
 import time
 from pathlib import Path
 
+from data.storage import TEMPORARY_SUFFIX
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".vidrestore-output.json"
 PARTIAL_MARKER = ".vidrestore-partial"  # inside a .partial folder: we created it
 PARTIAL_SUFFIX = ".partial"
+STATE_NAME = ".vidrestore-state.json"  # inside a .partial folder: what the run needs to be continued
 
 
 class OutputError(ValueError):
@@ -117,28 +121,22 @@ def check_replaceable(final: Path, overwrite: bool) -> None:
                                              "only what vidrestore wrote")
 
 
-class OutputFolder:
-    """A result folder written as ``<final>.partial`` and swapped in by ``commit()``.
+class PartialFolder:
+    """The folder ``<final>.partial`` in which a result is built (marked as ours with the process
+    id of its writer). ``final`` itself is never touched here.
 
-        with OutputFolder(Path("restored"), overwrite=False) as out:
-            write_png(out.path / "00000000.png", frame)
-            out.commit()
-
-    Leaving the block without ``commit()`` (an error, Ctrl-C) removes the partial folder, which
-    only we wrote; the previous result under ``final`` is untouched until ``commit()``.
+    A partial folder left by an interrupted run (its writer is gone) is kept and continued with
+    ``resume`` (``resumed`` is then True), else cleared with a log line saying that ``--resume``
+    would have continued it. One that a running process of ours writes, and one that is not ours,
+    are refused. ``state``: a small JSON record kept inside (e.g. the settings of the run).
     """
 
-    def __init__(self, final: Path, overwrite: bool = False):
+    def __init__(self, final: Path, resume: bool = False):
         self.final = Path(final)
-        self.overwrite = overwrite
-        check_replaceable(self.final, overwrite)
         self.path = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
-        self._claim_partial()
-        self.committed = False
+        self.resumed = self._claim(resume)
 
-    def _claim_partial(self) -> None:
-        """Create the partial folder; a stale one of ours (a killed run) is cleared first, one
-        that a running process of ours is writing is refused."""
+    def _claim(self, resume: bool) -> bool:
         if self.path.exists() or self.path.is_symlink():
             marker = self.path / PARTIAL_MARKER
             if self.path.is_symlink() or not marker.is_file():
@@ -148,10 +146,73 @@ class OutputFolder:
             if writer is not None:
                 raise OutputError(f"{self.path}: another run (process {writer}) is writing this output",
                                   hint="wait for it to finish, or choose another output")
-            logger.warning("removing %s, left by an interrupted run", self.path)
+            if resume:
+                logger.info("continuing %s, left by an interrupted run", self.path)
+                for leftover in self.path.rglob(f".*{TEMPORARY_SUFFIX}"):  # files a killed run was writing
+                    leftover.unlink()
+                self._mark()
+                return True
+            logger.warning("removing %s, left by an interrupted run (--resume would have continued it)", self.path)
             shutil.rmtree(self.path)
+        elif resume:
+            logger.warning("--resume: no interrupted run left %s; starting from the first frame", self.path)
         self.path.mkdir(parents=True)
+        self._mark()
+        return False
+
+    def _mark(self) -> None:
         (self.path / PARTIAL_MARKER).write_text(f"{os.getpid()}\nwritten by vidrestore; renamed when complete\n")
+
+    def read_state(self) -> dict | None:
+        """The record ``write_state`` kept, or None (none, or unreadable)."""
+        try:
+            state = json.loads((self.path / STATE_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def write_state(self, state: dict) -> None:
+        """Keep ``state`` (JSON-serialisable) inside, atomically."""
+        tmp = self.path / f".{STATE_NAME}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path / STATE_NAME)
+
+    def internal_files(self) -> set[str]:
+        """Names of our bookkeeping files inside (not part of the result)."""
+        return {PARTIAL_MARKER, STATE_NAME}
+
+    def discard(self) -> None:
+        """Remove the partial folder (ours alone)."""
+        if (self.path / PARTIAL_MARKER).is_file():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class OutputFolder:
+    """A result folder written as ``<final>.partial`` and swapped in by ``commit()``.
+
+        with OutputFolder(Path("restored"), overwrite=False) as out:
+            write_png(out.path / "00000000.png", frame)
+            out.commit()
+
+    Leaving the block without ``commit()`` (an error, Ctrl-C) removes the partial folder, which
+    only we wrote; the previous result under ``final`` is untouched until ``commit()``. With
+    ``resume``, the partial folder of an interrupted run is kept (see ``PartialFolder``).
+    """
+
+    def __init__(self, final: Path, overwrite: bool = False, resume: bool = False):
+        self.final = Path(final)
+        self.overwrite = overwrite
+        check_replaceable(self.final, overwrite)
+        self.partial = PartialFolder(self.final, resume)
+        self.path = self.partial.path
+        self.committed = False
+
+    @property
+    def resumed(self) -> bool:
+        return self.partial.resumed
 
     def __enter__(self) -> OutputFolder:
         return self
@@ -162,16 +223,18 @@ class OutputFolder:
 
     def discard(self) -> None:
         """Remove the partial folder (ours alone)."""
-        if (self.path / PARTIAL_MARKER).is_file():
-            shutil.rmtree(self.path, ignore_errors=True)
+        self.partial.discard()
 
     def commit(self) -> Path:
         """Write the manifest and swap the partial folder in; returns the final path."""
-        (self.path / PARTIAL_MARKER).unlink()
-        files = sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file())
+        internal = self.partial.internal_files()
+        files = sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*")
+                       if p.is_file() and p.relative_to(self.path).as_posix() not in internal)
         manifest = {"written_by": "vidrestore", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
         (self.path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         check_replaceable(self.final, self.overwrite)  # it may have changed during a long run
+        (self.path / STATE_NAME).unlink(missing_ok=True)
+        (self.path / PARTIAL_MARKER).unlink()
         if self.final.exists() and any(self.final.iterdir()):
             old = self.final.with_name(f"{self.final.name}.replaced-{os.getpid()}")
             os.rename(self.final, old)

@@ -122,3 +122,8 @@ positive_int = _bounded(int, "an integer >= 1", lambda v: v >= 1)
 non_negative_int = _bounded(int, "an integer >= 0", lambda v: v >= 0)
 finite_positive_float = _bounded(float, "a finite number > 0", lambda v: v > 0)
 finite_non_negative_float = _bounded(float, "a finite number >= 0", lambda v: v >= 0)
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: an integer from ``low`` to ``high`` (inclusive)."""
+    return _bounded(int, f"an integer from {low} to {high}", lambda v: low <= v <= high)

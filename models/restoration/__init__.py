@@ -6,7 +6,10 @@
 - ``schedule.WindowSchedule``: the frames of each window, padding at the clip ends, scene cuts;
 - ``engine.Engine``: the network on its device and precision, pyramid reuse, tiles, strips;
 - ``stream.RestorationStream``: frames decoded ahead by a thread, windows restored in order;
-- ``sinks``: PNG folder, video file (each written beside its destination, swapped in complete);
+- ``sinks``: PNG folder, video file (each built in a partial folder beside its destination, moved
+  there complete; an interrupted run's partial folder is continued with ``--resume``);
+- ``encoding``: the video through FFmpeg (PyAV): closed segments joined with the input's audio;
+- ``resume``: the record of a run's settings that a continued run must share;
 - ``scoring.Scorer``: PSNR/SSIM against ground truth, next to the bicubic baseline;
 - ``pipeline.restore_clip``: one clip through all of them, sinks committed when complete.
 

@@ -65,6 +65,13 @@ class WindowSchedule:
         self._previous = frame
         self.seen += 1
 
+    def skip_to(self, index: int) -> None:
+        """Start observing at frame ``index`` (frames before it are not needed): only without
+        scene-cut detection, which must see every frame."""
+        if self.cut_threshold is not None and index > self.seen:
+            raise ValueError("scene-cut detection must observe every frame; it cannot skip to a later one")
+        self.seen, self._previous = max(self.seen, index), None
+
     def window(self, center: int) -> list[int]:
         """The window of ``center``. Frames up to ``center + reach`` must have been observed (or
         the clip ended before): an end of shot not yet seen lies beyond every index the window

@@ -16,19 +16,19 @@ from .schedule import WindowSchedule
 
 
 class FramePrefetcher:
-    """Decodes frames 0..count-1 in order on a thread, at most ``ahead`` frames before they are
+    """Decodes frames first..count-1 in order on a thread, at most ``ahead`` frames before they are
     taken (decoding releases the GIL, so it overlaps with the network). An exception raised by
     ``read_frame`` is raised again by ``next_frame``."""
 
-    def __init__(self, read_frame: Callable[[int], np.ndarray], count: int, ahead: int):
+    def __init__(self, read_frame: Callable[[int], np.ndarray], count: int, ahead: int, first: int = 0):
         self._frames: queue.Queue = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._decode, args=(read_frame, count), daemon=True)
+        self._thread = threading.Thread(target=self._decode, args=(read_frame, first, count), daemon=True)
         self._thread.start()
 
-    def _decode(self, read_frame: Callable[[int], np.ndarray], count: int) -> None:
+    def _decode(self, read_frame: Callable[[int], np.ndarray], first: int, count: int) -> None:
         try:
-            for index in range(count):
+            for index in range(first, count):
                 if self._stop.is_set():
                     return
                 self._frames.put(read_frame(index))
@@ -52,23 +52,33 @@ class FramePrefetcher:
 
 
 class RestorationStream:
-    """Iterating yields ``(index, input frame, restored frame)`` for every frame, in order.
+    """Iterating yields ``(index, input frame, restored frame)`` for every frame from ``start``, in
+    order.
 
     ``read_frame(i)`` gives HxWx3 uint8 RGB frames of one size; restored frames are
-    (H*scale)x(W*scale)x3 uint8 RGB. ``batch_size`` windows run through the engine at once.
+    (H*scale)x(W*scale)x3 uint8 RGB. ``batch_size`` windows run through the engine at once,
+    batches starting at multiples of ``batch_size``. From a later ``start`` (a multiple of
+    ``batch_size``: a continued run), the earlier frames are read only where the schedule must
+    see them (scene-cut detection), and the frames restored are those of a run from frame 0.
     """
 
     def __init__(self, read_frame: Callable[[int], np.ndarray], count: int, schedule: WindowSchedule,
-                 engine: Engine, device: torch.device, batch_size: int = 1):
-        self.read_frame, self.count = read_frame, count
+                 engine: Engine, device: torch.device, batch_size: int = 1, start: int = 0):
+        if start % batch_size:
+            raise ValueError(f"start {start} must be a multiple of the batch size {batch_size}")
+        self.read_frame, self.count, self.start = read_frame, count, start
         self.schedule, self.engine, self.device, self.batch_size = schedule, engine, device, batch_size
+        self.first_kept = max(0, start - schedule.reach)  # the first frame a window from ``start`` may take
         self.decoded: dict[int, np.ndarray] = {}  # frames of the current windows, as read
         self.tensors: dict[int, Tensor] = {}  # the same, as padded (C, H, W) float tensors on the device
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        prefetcher = FramePrefetcher(self.read_frame, self.count, self.schedule.reach + self.batch_size + 2)
+        if self.schedule.cut_threshold is None:
+            self.schedule.skip_to(self.first_kept)
+        prefetcher = FramePrefetcher(self.read_frame, self.count, self.schedule.reach + self.batch_size + 2,
+                                     first=self.schedule.seen)
         try:
-            for first in range(0, self.count, self.batch_size):
+            for first in range(self.start, self.count, self.batch_size):
                 centers = list(range(first, min(first + self.batch_size, self.count)))
                 self._load_until(prefetcher, centers[-1] + self.schedule.reach)
                 restored = self._restore(centers)
@@ -84,6 +94,8 @@ class RestorationStream:
             frame = prefetcher.next_frame()
             self.schedule.observe(frame)
             index_of_frame = self.schedule.seen - 1
+            if index_of_frame < self.first_kept:  # seen by the scene-cut detection only
+                continue
             self.decoded[index_of_frame] = frame
             tensor = torch.from_numpy(frame).to(device=self.device).permute(2, 0, 1).float().div_(255)
             self.tensors[index_of_frame] = pad_to_multiple(tensor, self.engine.size_multiple)

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import test as test_script
+from data.video_file import probe_video
 from models.checkpoint import CheckpointError, save_network
 from models.edvr import edvr_config_from_state_dict
 from models.outputs import OutputError
 from options.cli import UsageError
-from tests.builders import TINY_EDVR, real_frames, tiny_edvr, write_clip_tree
+from tests.builders import TINY_EDVR, real_frames, tiny_edvr, write_clip_tree, write_video
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +32,6 @@ def clip(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
     root = tmp_path_factory.mktemp("clip") / "frames"
     write_clip_tree(root.parent, {"frames": frames}, names="frame_{:d}")
     return root, frames
-
-
-def make_mp4(path: Path, frames: list[np.ndarray], fps: float = 12.0) -> Path:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
 
 
 def restore(*args) -> dict:
@@ -67,13 +59,14 @@ def test_folder_to_frames_with_compare_and_gt_metrics(weights, clip, tmp_path, c
 
 def test_video_file_to_video_without_options(weights, clip, tmp_path):
     _, frames = clip
-    video = make_mp4(tmp_path / "in.mp4", frames)
+    video = write_video(tmp_path / "in.mp4", frames, rate=12)
     out_video = tmp_path / "restored.mp4"
     restore("--model", weights, "--input", video, "--video", out_video, "--scene-cuts", "auto")
-    capture = cv2.VideoCapture(str(out_video))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
-    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (704, 576)
-    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    info = probe_video(out_video)
+    assert (info.num_frames, info.width, info.height, info.codec, info.pix_fmt) == (6, 704, 576, "h264", "yuv420p")
+    source = probe_video(video)  # 12 frames/s in milliseconds: 0, 0.083, 0.167, ...
+    assert [info.seconds(k) for k in range(6)] == [source.seconds(k) for k in range(6)]
+    assert source.seconds(5) == pytest.approx(5 / 12, abs=0.001)
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
 
 
@@ -93,7 +86,7 @@ def test_bad_inputs(weights, clip, tmp_path):
     with pytest.raises(ValueError, match="folder holds no images"):
         restore("--model", weights, "--input", tmp_path / "empty", "--output", tmp_path / "o2")
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
-    with pytest.raises(ValueError, match="cannot open this file as a video|no decodable frames"):
+    with pytest.raises(ValueError, match="broken.mp4: not a video file FFmpeg can read"):
         restore("--model", weights, "--input", tmp_path / "broken.mp4", "--output", tmp_path / "o3")
     mixed = tmp_path / "mixed"
     write_clip_tree(tmp_path, {"mixed": frames[:5] + [frames[5][:100]]})
@@ -114,3 +107,18 @@ def test_bad_inputs(weights, clip, tmp_path):
         restore("--model", weights, "--opt", options, "--input", folder, "--output", tmp_path / "o5")
     with pytest.raises(UsageError, match="give --output DIR"):
         restore("--model", weights, "--input", folder)  # neither --output nor --video
+
+
+def test_video_input_with_ground_truth_in_its_own_frame_order(weights, clip, tmp_path, capsys):
+    small = [np.ascontiguousarray(f[:32, :48]) for f in clip[1]]
+    video = write_video(tmp_path / "in.mkv", small, encoder="ffv1")
+    gt = [cv2.resize(f, (192, 128), interpolation=cv2.INTER_CUBIC) for f in small]
+    write_clip_tree(tmp_path, {"gt": gt}, names="shot_{:d}")  # not the input's names: matched in order
+    summary = restore("--model", weights, "--input", video, "--output", tmp_path / "out", "--gt", tmp_path / "gt",
+                      "--compare", "2")
+    assert summary["psnr"] is not None and summary["frames"] == 6
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png"))[0] == "00000000.png"
+    table = (tmp_path / "out" / "metrics.md").read_text()
+    assert "- weights: net.pth (sha256 " in table and "- precision: float32" in table and "no border crop" in table
+    assert cv2.imread(str(tmp_path / "out" / "compare" / "00000002.png")).shape == (128, 3 * 192, 3)
+    assert "| 6 |" in capsys.readouterr().out

@@ -12,7 +12,8 @@ from tests.builders import footage_path, real_frames, write_png
 
 @pytest.fixture(scope="module")
 def carphone_frames() -> list[np.ndarray]:
-    """All 120 frames of carphone_pristine.mp4 decoded directly with OpenCV (RGB)."""
+    """All 120 frames of carphone_pristine.mp4 decoded directly with OpenCV (RGB): OpenCV stays here
+    as an independent decoder to check ours (FFmpeg through PyAV) against."""
     cap = cv2.VideoCapture(str(footage_path("carphone_pristine.mp4")))
     frames = []
     while True:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from data.video_test import VideoTestDataset
 from models.edvr import EDVR
-from models.evaluation import evaluate
+from models.evaluation import EvalResult, evaluate
 from models.restoration import Engine
 from options.schema import MetricOptions
 from tests.builders import tiny_edvr
@@ -39,3 +41,19 @@ def test_evaluation_reuses_each_frame_pyramid_within_a_clip(demo, monkeypatch):
                      progress=False)
     for clip in ("003", "007"):
         assert reused.clips[clip]["psnr"] == pytest.approx(plain.clips[clip]["psnr"], abs=1e-3)
+
+
+def test_tables_record_their_settings_and_another_run_does_not_replace_them(tmp_path, caplog):
+    result = EvalResult("demo", clips={"007": {"psnr": 27.5}}, frames={"007": 6})
+    first = {"weights": "a.pth (sha256 0123)", "precision": "float32", "protocol": "psnr on RGB, crop 0"}
+    markdown = result.save(tmp_path / "demo_EDVR", "EDVR", first)
+    assert markdown.startswith("## demo: EDVR\n\n- weights: a.pth (sha256 0123)\n- precision: float32\n")
+    assert (tmp_path / "demo_EDVR.md").read_text() == markdown
+    result.save(tmp_path / "demo_EDVR", "EDVR", first)  # the same settings: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_EDVR.csv", "demo_EDVR.md"]
+    other = {**first, "weights": "b.pth (sha256 4567)"}
+    with caplog.at_level(logging.WARNING, logger="models.evaluation"):
+        result.save(tmp_path / "demo_EDVR", "EDVR", other)
+    assert (tmp_path / "demo_EDVR.md").read_text() == markdown and "b.pth" in (tmp_path / "demo_EDVR-2.md").read_text()
+    assert "demo_EDVR.md was written with other settings and is kept; this table is" in caplog.text
+    assert (tmp_path / "demo_EDVR-2.csv").is_file()

@@ -7,7 +7,6 @@ import importlib.util
 import platform
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,6 +23,7 @@ from models.restoration import (
     window_indices,
 )
 from models.restoration.engine import tile_boxes
+from data.video_file import VideoFileReader
 from tests.builders import TINY_EDVR, tiny_edvr
 
 BIKES_CUTS = [30, 76, 137, 187, 242]  # first frames of the shots of bikes.mp4
@@ -159,12 +159,8 @@ def test_windows_stay_inside_their_shot():
 
 
 def test_scene_cuts_of_real_footage():
-    capture, frames = cv2.VideoCapture(str(footage("bikes.mp4"))), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
+    reader = VideoFileReader(footage("bikes.mp4"))
+    frames = [reader.read(i) for i in range(reader.num_frames)]
     assert len(frames) == 250
     assert scene_cuts_of(frames, threshold=30.0) == BIKES_CUTS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from data.video_folder import VideoFileReader, VideoFolderDataset
 from data.video_test import VideoTestDataset, Vimeo90KTestDataset
 from data.vimeo90k import Vimeo90KDataset
 from scripts.create_lmdb import collect_tree, create_lmdb
-from tests.builders import real_frames, write_pair, write_png
+from tests.builders import real_frames, write_pair, write_png, write_video
 
 FRAMES = real_frames("carphone_pristine.mp4", 40, 7)  # 144x176, LR 36x44
 
@@ -190,24 +191,15 @@ def test_video_folder_gap_names_the_missing_numbers(tmp_path):
 
 
 # ---------------------------------------------------------------- videos shorter than announced
-def write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, frames[0].shape[1::-1])
-    assert writer.isOpened()
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
 def test_truncated_video_warns_with_both_counts(tmp_path, caplog):
     frames = real_frames("carphone_pristine.mp4", 0, 12)
-    video = write_video(tmp_path / "clip.avi", frames)
-    with caplog.at_level(logging.WARNING, logger="data.video_folder"):
+    video = write_video(tmp_path / "clip.avi", frames, encoder="ffv1", time_base=Fraction(1, 12))  # AVI: counted
+    with caplog.at_level(logging.WARNING, logger="data.video_file"):
         whole = VideoFileReader(video)
     assert (whole.num_frames, whole.announced_frames) == (12, 12) and not caplog.records
     data = video.read_bytes()
     (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="data.video_folder"):
+    with caplog.at_level(logging.WARNING, logger="data.video_file"):
         cut = VideoFolderDataset(tmp_path / "cut.avi", num_frame=3)
     assert 0 < len(cut) < 12
     assert f"cut.avi: the container announces 12 frames but only {len(cut)} decode" in caplog.text

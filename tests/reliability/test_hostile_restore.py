@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
+import av
 import numpy as np
 import pytest
 import torch
@@ -21,7 +21,7 @@ from models.edvr import EDVR
 from models.outputs import MANIFEST_NAME
 from models.restoration import sinks
 from options import cli
-from tests.builders import real_frames, write_clip_tree
+from tests.builders import real_frames, write_clip_tree, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
@@ -101,7 +101,13 @@ def test_a_failed_run_leaves_the_earlier_result_intact(project, tmp_path, monkey
 
     monkeypatch.setattr(sinks, "write_png", fails_on_the_third_frame)
     assert restore(project, "--output", out, "--overwrite") == 2
-    assert snapshot(out) == before and not (tmp_path / "out.partial").exists()
+    assert snapshot(out) == before  # the frames done are kept for --resume (e.g. once space is freed)
+    assert sorted(p.name for p in (tmp_path / "out.partial").glob("*.png")) == ["frame_0.png", "frame_1.png"]
+    monkeypatch.setattr(sinks, "write_png", real)
+    assert restore(project, "--output", out, "--overwrite", "--resume") == 0
+    after = snapshot(out)
+    assert not (tmp_path / "out.partial").exists() and sorted(after) == sorted(before)
+    assert all(after[name] == before[name] for name in before if name.endswith(".png"))  # same frames
 
 
 def test_kill_9_mid_run_leaves_the_earlier_result_and_the_next_run_recovers(project, tmp_path):
@@ -167,11 +173,7 @@ def test_compare_indices_past_the_end_are_ignored_with_one_warning(project, tmp_
 
 
 def test_video_outputs_never_replace_inputs(project, tmp_path, capsys):
-    video = tmp_path / "in.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (48, 32))
-    for _ in range(5):
-        writer.write(np.zeros((32, 48, 3), np.uint8))
-    writer.release()
+    video = write_video(tmp_path / "in.mp4", [np.zeros((32, 48, 3), np.uint8)] * 5)
     original = video.read_bytes()
     argv = ["--model", str(project / "w.pth"), "--input", str(video), "--video", str(video), "--overwrite"]
     assert cli.run(test_script.main, argv) == 2
@@ -211,3 +213,45 @@ def test_a_partial_folder_another_running_process_writes_is_left_alone(project, 
         sleeper.wait()
     assert restore(project, "--output", tmp_path / "out") == 0  # its writer is gone: a stale folder of ours
     assert not partial.exists()
+
+
+def bad_video_inputs(folder: Path) -> dict[str, Path]:
+    """Video files a user may hand over that hold no usable video."""
+    frames = [f[:32, :48] for f in real_frames("carphone_pristine.mp4", 40, 5)]
+    whole = write_video(folder / "whole.mp4", frames)
+    cut = folder / "cut.mp4"  # an MP4 cut short loses its index (written last): nothing can be read
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    corrupt = folder / "corrupt.mkv"
+    corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 20000, np.uint8).tobytes())
+    sound = write_video(folder / "sound.mkv", frames, audio_seconds=0.5, audio_encoder="libopus")
+    audio_only = folder / "audio_only.mka"
+    with av.open(str(sound)) as source, av.open(str(audio_only), "w") as target:
+        stream = target.add_stream_from_template(source.streams.audio[0])
+        for packet in source.demux(audio=0):
+            if packet.size:
+                packet.stream = stream
+                target.mux(packet)
+    return {"cut": cut, "corrupt": corrupt, "audio_only": audio_only, "whole": whole}
+
+
+@pytest.mark.parametrize("case,extra,message", [
+    ("cut", [], "cut.mp4: not a video file FFmpeg can read"),
+    ("corrupt", [], "corrupt.mkv: not a video file FFmpeg can read"),
+    ("audio_only", [], "audio_only.mka: holds no video stream (audio opus"),
+    ("whole", ["--crf", "99"], "argument --crf: expected an integer from 0 to 63"),
+    ("whole", ["--crf", "60"], "--crf 60: out of range for h264 (0-51"),
+    ("whole", ["--codec", "vp8"], "argument --codec: invalid choice: 'vp8'"),
+    ("whole", ["--codec", "ffv1", "--crf", "10"], "--crf: ffv1 is lossless"),
+    ("whole", ["--pix-fmt", "yuv444p", "--codec", "av1"], "--pix-fmt yuv444p: libsvtav1 cannot encode it"),
+])
+def test_bad_video_inputs_and_settings_get_one_error_line(project, tmp_path, capsys, case, extra, message):
+    video = bad_video_inputs(tmp_path)[case]
+    argv = ["--model", str(project / "w.pth"), "--input", str(video), "--video", str(tmp_path / "out.mkv"), *extra]
+    try:
+        status = cli.run(test_script.main, argv)
+    except SystemExit as exit_:  # argparse refuses an argument
+        status = exit_.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error: " in line]  # "error: ..." or argparse's "PROG: error: ..."
+    assert status == 2 and len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err and not list(tmp_path.glob("out.mkv*"))
