@@ -130,7 +130,9 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     if opts.path.pretrain_network_g:
         load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
     trainer = Trainer(net, opts.train, procs.device, distributed=procs.world_size > 1)
-    guard = DivergenceGuard(opts.train.guard, opts.train.max_nonfinite_steps, trainer.pack_names)
+    guard = DivergenceGuard(opts.train.guard, opts.train.max_nonfinite_steps, trainer.pack_names,
+                            training_patch_size(opts))
+    logger.info("%s", guard.describe())
 
     # ---- resume -------------------------------------------------------------------------------
     if procs.is_main:
@@ -313,6 +315,14 @@ class StepTimer:
         self.count += 1
 
 
+def training_patch_size(opts: options.Options) -> int:
+    """The side of a training patch in the pixels of EDVR's L1 features, the unit of its DCN
+    offsets: gt_size / scale, a quarter of that with hr_in (the network works at 1/4 inside)."""
+    data = opts.datasets.train.dataset.kwargs
+    patch = data["gt_size"] // data["scale"]
+    return patch // 4 if opts.network.kwargs.get("hr_in") else patch
+
+
 def log_progress(iteration: int, total_iter: int, epoch: int, stats: StepStats, timer: StepTimer,
                  trainer: Trainer, guard: DivergenceGuard, tb) -> None:
     """The progress line, the offset statistics of every DCN pack (this step's, over all ranks)
@@ -323,8 +333,8 @@ def log_progress(iteration: int, total_iter: int, epoch: int, stats: StepStats, 
     phases = ("" if not stats.fusion_only else " | TSA warm-up: fusion only") + (
         "" if not stats.offsets_frozen else " | offset warm-up: offsets frozen")
     logger.info("iter %d/%d epoch %d lr %.3e loss %.4e | %.3f s/iter (data %.3f s) | eta %s | max mean|offset| %s%s",
-                iteration, total_iter, epoch, stats.lr, stats.loss, per_iter, timer.data_s / max(timer.count, 1), eta,
-                "n/a" if largest is None else f"{largest:.2f}", phases)
+                iteration, total_iter, epoch, stats.lr, stats.loss, per_iter, timer.data_s / max(timer.count, 1),
+                eta, "n/a" if largest is None else f"{largest:.2f}", phases)
     if stats.offsets:
         logger.info("offsets at iter %d (mean|o| px, max|o| px, mean mask): %s", iteration,
                     ", ".join(f"{name} {s.mean_abs:.2f} {s.max_abs:.1f} {s.mean_mask:.3f}"
@@ -449,7 +459,8 @@ def roll_back(exp_dir: Path, rollback: Rollback, trainer: Trainer, guard: Diverg
     return target
 
 
-def stop_diverged(exp_dir: Path, error: TrainingDiverged, guard: DivergenceGuard, procs: Processes, tb) -> None:
+def stop_diverged(exp_dir: Path, error: TrainingDiverged, guard: DivergenceGuard, procs: Processes,
+                  tb) -> None:
     """The guard may not roll back any more: leave the last healthy checkpoint as the newest one
     (later ones go to ``rolled_back/stop/``), so that --auto-resume continues from it."""
     logger.error("guard: %s", error)
@@ -474,7 +485,8 @@ def set_aside_later_checkpoints(exp_dir: Path, target: int, label: str) -> None:
                 destination = exp_dir / "rolled_back" / label / path.parent.name / path.name
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, destination)
-        logger.info("guard: the checkpoint of iteration %d moved to %s", iteration, exp_dir / "rolled_back" / label)
+        logger.info("guard: the checkpoint of iteration %d moved to %s", iteration,
+                    exp_dir / "rolled_back" / label)
 
 
 def checkpoint_path(exp_dir: Path, iteration: int | str) -> Path:

@@ -6,24 +6,29 @@ rollbacks it asks for (``plan_rollback``). Everything it decides is a function o
 (saved in every training state) and of the values it is shown, which are the same on every
 rank and, on CPU, in a resumed run: so rollbacks resume exactly and DDP ranks agree.
 
-Watched (``train.guard``): a DCN pack's mean |offset| above ``offset_threshold`` pixels, the
-loss above ``loss_spike_factor`` times its running median over ``loss_window`` iterations (each
-for ``patience`` iterations in a row), and ``train.max_nonfinite_steps`` steps in a row whose
+Watched (``train.guard``): a DCN pack's mean |offset| above ``offset_threshold`` pixels (capped
+at the training patch's side: an offset longer than the patch samples outside it) and the loss
+above ``loss_spike_factor`` times its running median over ``loss_window`` iterations (each for
+``patience`` iterations in a row), and ``train.max_nonfinite_steps`` steps in a row whose
 loss or gradients were not finite (an isolated one is skipped by the trainer). A checkpoint is
-healthy when, since the previous one, no condition held (not even once), no step was skipped
-and every pack's mean |offset| stayed at most half the threshold (offsets creeping up to the
-threshold are the start of the trouble, not a state to go back to). The newest healthy
-checkpoints (``ring_size``) are the rollback targets; a trouble that comes back before a new
-healthy checkpoint was written goes one checkpoint further back.
+healthy when, from the step after the previous one to the step after it (the first to run on
+its weights), no condition held (not even once), no step was skipped and every pack's mean
+|offset| stayed at most half the threshold (offsets creeping up to the threshold are the start
+of the trouble, not a state to go back to). The newest healthy checkpoints (``ring_size``) are
+the rollback targets; a trouble that comes back before a new healthy checkpoint was written goes
+one checkpoint further back.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ops.dcn.modules import OffsetStats
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,11 +48,11 @@ class NonFiniteLossError(TrainingDiverged):
 
 
 OFFSETS, LOSS_SPIKE, NON_FINITE = "offsets", "loss spike", "non-finite"
-HEALTHY_OFFSET_FRACTION = 0.5  # a healthy checkpoint's offsets stayed at most this fraction of the threshold
+HEALTHY_OFFSET_FRACTION = 0.5  # a healthy checkpoint's offsets stayed at most this part of the threshold
 
 HINTS = {
-    OFFSETS: "lower train.optim.dcn_lr_mul or train.optim.lr, set train.grad_clip, bound the offsets of a new "
-             "model with network.max_offset, or start the large model from a trained smaller one "
+    OFFSETS: "lower train.optim.dcn_lr_mul or train.optim.lr, set train.grad_clip, bound the offsets of a "
+             "new model with network.max_offset, or start the large model from a trained smaller one "
              "(path.pretrain_network_g)",
     LOSS_SPIKE: "lower train.optim.lr (and train.optim.dcn_lr_mul), set train.grad_clip, or check the data",
     NON_FINITE: "lower train.optim.lr, set train.grad_clip, or check the data of the batch keys logged above",
@@ -87,13 +92,16 @@ class DivergenceGuard:
 
     ``opts``: ``options.schema.GuardOptions``; ``max_nonfinite_steps``: non-finite steps in a
     row that trigger (guard enabled) or stop the training (``NonFiniteLossError``, disabled);
-    ``pack_names``: labels of the DCN packs, in the order of ``StepHealth.offsets``.
+    ``pack_names``: labels of the DCN packs, in the order of ``StepHealth.offsets``;
+    ``patch_size``: the side of a training patch in the offsets' pixels (None: no cap).
     """
 
-    def __init__(self, opts, max_nonfinite_steps: int, pack_names: Sequence[str] = ()):
+    def __init__(self, opts, max_nonfinite_steps: int, pack_names: Sequence[str] = (),
+                 patch_size: int | None = None):
         self.opts = opts
         self.max_nonfinite_steps = max_nonfinite_steps
         self.pack_names = list(pack_names)
+        self.offset_threshold, self.threshold_text = offset_threshold(opts.offset_threshold, patch_size)
         # the run so far (kept across rollbacks)
         self.rollbacks = 0
         self.ring: list[int] = []  # healthy checkpoint iterations, oldest first
@@ -102,6 +110,7 @@ class DivergenceGuard:
         # the current branch (rewound with the weights on a rollback)
         self.dirty = False  # a condition held, or a step was skipped, since the last checkpoint
         self.peak_offset = 0.0  # the largest mean |offset| of a pack since the last checkpoint
+        self.pending: int | None = None  # a checkpoint healthy so far, until the step on its weights
         self.nonfinite_streak = 0
         self.offset_streak = 0
         self.spike_streak = 0
@@ -111,12 +120,26 @@ class DivergenceGuard:
     def enabled(self) -> bool:
         return self.opts.enabled
 
+    def describe(self) -> str:
+        """One sentence for the log: what triggers a rollback."""
+        nonfinite = f"{self.max_nonfinite_steps} non-finite steps in a row"
+        if not self.enabled:
+            return f"divergence guard off: {nonfinite} stop the training"
+        opts = self.opts
+        spike = "" if opts.loss_spike_factor is None else (
+            f", the loss above {opts.loss_spike_factor:g} x its running median over {opts.loss_window} "
+            "iterations")
+        return (f"divergence guard: a pack's mean |offset| above {self.threshold_text}{spike} "
+                f"({opts.patience} iterations in a row) or {nonfinite} roll the training back "
+                f"(at most {opts.max_rollbacks} times)")
+
     # -- every step ---------------------------------------------------------------------------
 
     def observe(self, iteration: int, health: StepHealth) -> Trigger | None:
         """Take in a step's health; a ``Trigger`` when the training must roll back."""
         if not health.finite:
             self.dirty = True
+            self._confirm_pending(False, "a non-finite loss or gradients")
             self.nonfinite_streak += 1
             if self.nonfinite_streak < self.max_nonfinite_steps:
                 return None
@@ -132,28 +155,49 @@ class DivergenceGuard:
         if not self.enabled:
             return None
         high = self._high_offsets(health.offsets)
-        self.peak_offset = max([self.peak_offset, *(s.mean_abs for s in health.offsets)])
         spike = self._spike(health.loss)
         self.losses = (self.losses + [health.loss])[-self.opts.loss_window:]
         self.offset_streak = self.offset_streak + 1 if high else 0
-        self.spike_streak = self.spike_streak + 1 if spike else 0
+        self.spike_streak = self.spike_streak + 1 if spike is not None else 0
         self.dirty = self.dirty or bool(high) or spike is not None
+        step_peak = max((s.mean_abs for s in health.offsets), default=0.0)
+        self.peak_offset = max(self.peak_offset, step_peak)
+        if high or spike is not None:
+            self._confirm_pending(False, "a trigger condition")
+        else:
+            self._confirm_pending(self._offsets_healthy(step_peak), f"a mean |offset| of {step_peak:.1f} px")
         if self.offset_streak >= self.opts.patience:
             listed = ", ".join(f"{name} {value:.1f} px" for name, value in high)
-            return Trigger(iteration, OFFSETS, f"mean |offset| above {self.opts.offset_threshold:g} px for "
+            return Trigger(iteration, OFFSETS, f"mean |offset| above {self.threshold_text} for "
                                                f"{self.offset_streak} iterations ({listed})")
         if self.spike_streak >= self.opts.patience:
-            return Trigger(iteration, LOSS_SPIKE, f"loss {health.loss:.4g} above {self.opts.loss_spike_factor:g} x "
-                                                  f"its running median {spike:.4g} for {self.spike_streak} iterations")
+            factor = self.opts.loss_spike_factor
+            return Trigger(iteration, LOSS_SPIKE, f"loss {health.loss:.4g} above {factor:g} x its running "
+                                                  f"median {spike:.4g} for {self.spike_streak} iterations")
         return None
 
     def _high_offsets(self, offsets: Sequence[OffsetStats]) -> list[tuple[str, float]]:
-        threshold = self.opts.offset_threshold
+        threshold = self.offset_threshold
         if threshold is None:
             return []
         names = self.pack_names or [f"pack {i}" for i in range(len(offsets))]
         return [(name, s.mean_abs) for name, s in zip(names, offsets, strict=True)
                 if not s.mean_abs <= threshold]  # NaN counts as high
+
+    def _offsets_healthy(self, peak: float) -> bool:
+        """Whether a mean |offset| of ``peak`` (the largest of the packs') is fit for a rollback target."""
+        return self.offset_threshold is None or peak <= HEALTHY_OFFSET_FRACTION * self.offset_threshold
+
+    def _confirm_pending(self, healthy: bool, what: str) -> None:
+        """The step on the weights of the pending checkpoint decides whether it is a rollback target."""
+        if self.pending is None:
+            return
+        if healthy:
+            self.ring = ([i for i in self.ring if i < self.pending] + [self.pending])[-self.opts.ring_size:]
+        else:
+            logger.info("the checkpoint of iteration %d is not a rollback target: the step on its weights "
+                        "measured %s", self.pending, what)
+        self.pending = None
 
     def _spike(self, loss: float) -> float | None:
         """The running median when ``loss`` is a spike above it, else None."""
@@ -166,18 +210,17 @@ class DivergenceGuard:
     # -- checkpoints --------------------------------------------------------------------------
 
     def checkpoint_written(self, iteration: int) -> str | None:
-        """Call when the checkpoint of ``iteration`` is about to be saved (before ``state_dict``):
-        a healthy one joins the ring of rollback targets. Returns why it is not healthy, or None."""
-        threshold = self.opts.offset_threshold
+        """Call when the checkpoint of ``iteration`` is about to be saved (before ``state_dict``).
+        One healthy so far becomes a rollback target if the next step, the first on its weights, is
+        healthy too. Returns why it is no rollback target, or None."""
         if self.dirty or self.nonfinite_streak:
             reason = "the guard saw trouble since the previous checkpoint"
-        elif threshold is not None and not self.peak_offset <= HEALTHY_OFFSET_FRACTION * threshold:
-            reason = (f"a mean |offset| reached {self.peak_offset:.1f} px since the previous checkpoint, above "
-                      f"half of train.guard.offset_threshold")
+        elif not self._offsets_healthy(self.peak_offset):
+            reason = (f"a mean |offset| reached {self.peak_offset:.1f} px since the previous checkpoint, "
+                      f"above half the guard's threshold of {self.offset_threshold:g} px")
         else:
             reason = None
-            self.ring = [i for i in self.ring if i < iteration] + [iteration]
-            self.ring = self.ring[-self.opts.ring_size:]
+            self.pending = iteration
         self.dirty, self.peak_offset = False, 0.0
         return reason
 
@@ -186,43 +229,43 @@ class DivergenceGuard:
     def plan_rollback(self, trigger: Trigger) -> Rollback:
         """The rollback for ``trigger``, recorded in the guard's state; raises ``TrainingDiverged``
         when ``max_rollbacks`` are spent or no healthy checkpoint exists."""
+        diverged = f"the training diverged at iteration {trigger.iteration}: {trigger.detail}"
         if not self.ring:
-            raise TrainingDiverged(f"the training diverged at iteration {trigger.iteration}: {trigger.detail}; "
-                                   "there is no healthy checkpoint to roll back to",
+            raise TrainingDiverged(f"{diverged}; there is no healthy checkpoint to roll back to",
                                    hint=HINTS[trigger.cause])
         if self.ring[-1] == self.last_target and len(self.ring) > 1:
             self.ring.pop()  # the trouble came back from there: one further back
         target = self.ring[-1]
+        record = {"iteration": trigger.iteration, "cause": trigger.cause, "detail": trigger.detail,
+                  "target": target}
         if self.rollbacks >= self.opts.max_rollbacks:
-            self.history.append({"iteration": trigger.iteration, "cause": trigger.cause, "detail": trigger.detail,
-                                 "target": target, "action": "stop"})
+            self.history.append({**record, "action": "stop"})
             raise TrainingDiverged(
-                f"the training diverged at iteration {trigger.iteration}: {trigger.detail}; "
-                f"{self.rollbacks} rollback(s) done (train.guard.max_rollbacks), stopping at the last healthy "
-                f"checkpoint, iteration {target}",
+                f"{diverged}; {self.rollbacks} rollback(s) done (train.guard.max_rollbacks), stopping at the "
+                f"last healthy checkpoint, iteration {target}",
                 hint=HINTS[trigger.cause] + f"; then continue from iteration {target} with --auto-resume "
                      "(or raise train.guard.max_rollbacks)")
         lr_factor = 1.0 if trigger.cause == OFFSETS else self.opts.lr_factor
-        rollback = Rollback(trigger, target, lr_factor, self.opts.dcn_lr_factor)
         self.rollbacks += 1
         self.last_target = target
-        self.history.append({"iteration": trigger.iteration, "cause": trigger.cause, "detail": trigger.detail,
-                             "target": target, "action": "rollback", "lr_factor": lr_factor,
+        self.history.append({**record, "action": "rollback", "lr_factor": lr_factor,
                              "dcn_lr_factor": self.opts.dcn_lr_factor})
-        return rollback
+        return Rollback(trigger, target, lr_factor, self.opts.dcn_lr_factor)
 
     def rewind(self, target_state: dict | None) -> None:
         """After the weights of the target were restored: the current branch's bookkeeping as it
         was at the target (from its saved guard state), the run's record kept."""
-        branch = BRANCH_FIELDS if target_state is None else {k: target_state.get(k, v) for k, v in BRANCH_FIELDS.items()}
-        for key, value in branch.items():
+        for key, default in BRANCH_FIELDS.items():
+            value = default if target_state is None else target_state.get(key, default)
             setattr(self, key, list(value) if isinstance(value, list) else value)
 
     # -- state for exact resume ---------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Plain values only (torch.load(weights_only=True) reads them back)."""
         keys = ("rollbacks", "ring", "last_target", "history", *BRANCH_FIELDS)
-        return {k: (list(getattr(self, k)) if isinstance(getattr(self, k), list) else getattr(self, k)) for k in keys}
+        state = {key: getattr(self, key) for key in keys}
+        return {key: list(value) if isinstance(value, list) else value for key, value in state.items()}
 
     def load_state_dict(self, state: dict) -> None:
         self.rollbacks = int(state.get("rollbacks", 0))
@@ -232,6 +275,16 @@ class DivergenceGuard:
         self.rewind(state)
 
 
+def offset_threshold(configured: float | None, patch_size: int | None) -> tuple[float | None, str]:
+    """The mean |offset| the guard allows (pixels; None: not watched) and how to name it: the
+    configured one, capped at the training patch's side (an offset longer than the patch samples
+    outside it)."""
+    if configured is None or patch_size is None or patch_size >= configured:
+        return configured, f"{configured:g} px" if configured is not None else "none"
+    return float(patch_size), (f"{patch_size} px (train.guard.offset_threshold {configured:g} capped at the "
+                               f"{patch_size}-pixel training patch)")
+
+
 # The bookkeeping of the current branch and its values at the start of a training
-BRANCH_FIELDS = {"dirty": False, "peak_offset": 0.0, "nonfinite_streak": 0, "offset_streak": 0, "spike_streak": 0,
-                 "losses": []}
+BRANCH_FIELDS = {"dirty": False, "peak_offset": 0.0, "pending": None, "nonfinite_streak": 0,
+                 "offset_streak": 0, "spike_streak": 0, "losses": []}

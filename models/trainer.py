@@ -77,7 +77,7 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[train_opts.amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=train_opts.amp == "fp16")
         self.model: nn.Module = net
-        self._phase: tuple[bool, bool] | None = None  # (fusion only, offsets frozen) the parameters are set up for
+        self._phase: tuple[bool, bool] | None = None  # (fusion only, offsets frozen) as the parameters are
         named = named_dcn_packs(net)
         self.pack_names = [name.rsplit(".", 1)[-1] for name, _ in named]  # EDVR: l3, l2, l1, cas_dcnpack
         self.packs = [pack for _, pack in named]
@@ -101,7 +101,9 @@ class Trainer:
         if (fusion_only, offsets_frozen) == self._phase:
             return
         fusion = set(map(id, self.net.fusion.parameters())) if fusion_only else None
-        frozen = {id(p) for pack in self.packs for p in pack.conv_offset.parameters()} if offsets_frozen else set()
+        frozen = set()
+        if offsets_frozen:
+            frozen = {id(p) for pack in self.packs for p in pack.conv_offset.parameters()}
         for p in self.net.parameters():
             p.requires_grad_((fusion is None or id(p) in fusion) and id(p) not in frozen)
             if not p.requires_grad:
@@ -209,8 +211,8 @@ class Trainer:
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         keys = batch.get("key", "?")
-        logger.warning("iteration %d: non-finite loss or gradients (loss %s); step skipped, weights unchanged "
-                       "(batch keys: %s)", iteration, loss, keys)
+        logger.warning("iteration %d: non-finite loss or gradients (loss %s); step skipped, weights "
+                       "unchanged (batch keys: %s)", iteration, loss, keys)
 
     @torch.no_grad()
     def update_ema(self) -> None:

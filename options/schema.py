@@ -302,27 +302,35 @@ class GuardOptions:
     condition holds it rolls the training back to the newest healthy checkpoint, lowers the
     learning rates and continues. After `max_rollbacks` rollbacks it stops, naming the cause."""
 
-    enabled: bool = option(True, doc="watch and roll back (false: only the skip of non-finite steps, and the "
-                                     "stop after train.max_nonfinite_steps of them in a row)")
-    offset_threshold: float | None = option(50.0, above=0, maximum=10**6,
-                                            doc="trigger when a DCN pack's mean |offset| (pixels) stays above this "
-                                                "(BasicSR warns at 50; null: not watched)")
-    loss_spike_factor: float | None = option(10.0, above=1, maximum=10**6,
-                                             doc="trigger when the loss stays above this times its running median "
-                                                 "(null: not watched)")
-    loss_window: int = option(100, minimum=3, maximum=100_000, doc="iterations of the running loss median; no "
-                                                                   "spike is looked for before the window is full")
-    patience: int = option(3, minimum=1, maximum=10_000, doc="consecutive iterations an offset or loss condition "
-                                                             "must hold to trigger")
-    dcn_lr_factor: float = option(0.25, above=0, maximum=1, doc="each rollback multiplies the learning rate of the "
-                                                               "DCN packs by this")
-    lr_factor: float = option(0.5, above=0, maximum=1, doc="a rollback for a loss spike or non-finite values also "
-                                                           "multiplies every learning rate by this (1: only the DCN's)")
-    max_rollbacks: int = option(4, minimum=0, maximum=1000, doc="rollbacks allowed; the next trigger stops the "
-                                                                "training (exit status 2) at the last healthy "
-                                                                "checkpoint")
-    ring_size: int = option(3, minimum=1, maximum=100, doc="healthy checkpoints remembered as rollback targets "
-                                                           "(their files are never deleted)")
+    enabled: bool = option(
+        True, doc="watch and roll back (false: only the skip of non-finite steps, and the stop after "
+                  "train.max_nonfinite_steps of them in a row)")
+    offset_threshold: float | None = option(
+        50.0, above=0, maximum=10**6,
+        doc="trigger when a DCN pack's mean |offset| (pixels) stays above this, capped at the training "
+            "patch's side (gt_size / scale; 1/4 of it with hr_in): BasicSR warns at 50 (null: not watched)")
+    loss_spike_factor: float | None = option(
+        10.0, above=1, maximum=10**6,
+        doc="trigger when the loss stays above this times its running median (null: not watched)")
+    loss_window: int = option(
+        100, minimum=3, maximum=100_000,
+        doc="iterations of the running loss median; no spike is looked for before the window is full")
+    patience: int = option(
+        3, minimum=1, maximum=10_000,
+        doc="consecutive iterations an offset or loss condition must hold to trigger")
+    dcn_lr_factor: float = option(
+        0.25, above=0, maximum=1, doc="each rollback multiplies the learning rate of the DCN packs by this")
+    lr_factor: float = option(
+        0.5, above=0, maximum=1,
+        doc="a rollback for a loss spike or non-finite values also multiplies every learning rate by this "
+            "(1: only the DCN's)")
+    max_rollbacks: int = option(
+        4, minimum=0, maximum=1000,
+        doc="rollbacks allowed; the next trigger stops the training (exit status 2) at the last healthy "
+            "checkpoint")
+    ring_size: int = option(
+        3, minimum=1, maximum=100,
+        doc="healthy checkpoints remembered as rollback targets (their files are never deleted)")
 
 
 def schedule_covers_training(section: TrainOptions) -> Problem | None:

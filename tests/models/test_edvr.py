@@ -203,7 +203,8 @@ def test_max_offset_keeps_the_reference_parameters_and_bounds_every_pack():
     torch.manual_seed(0)
     free = EDVR(**TINY).eval()
     bounded = EDVR(**TINY, max_offset=2.0).eval()
-    assert [(k, v.shape) for k, v in bounded.state_dict().items()] == [(k, v.shape) for k, v in free.state_dict().items()]
+    shapes = [(k, v.shape) for k, v in free.state_dict().items()]
+    assert [(k, v.shape) for k, v in bounded.state_dict().items()] == shapes
     with torch.no_grad():
         for pack in free.dcn_packs:
             pack.conv_offset.weight.normal_(0, 0.5)

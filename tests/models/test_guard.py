@@ -15,9 +15,9 @@ from options.schema import GuardOptions
 PACKS = ["l3", "l2", "l1", "cas_dcnpack"]
 
 
-def guard(max_nonfinite_steps: int = 3, **overrides) -> DivergenceGuard:
+def guard(max_nonfinite_steps: int = 3, patch_size: int | None = None, **overrides) -> DivergenceGuard:
     opts = Validator("test").parse(GuardOptions, {"loss_window": 5, **overrides}, "train.guard")
-    return DivergenceGuard(opts, max_nonfinite_steps, PACKS)
+    return DivergenceGuard(opts, max_nonfinite_steps, PACKS, patch_size)
 
 
 def health(loss: float = 1.0, offset: float = 1.0, finite: bool = True, pack: int = 2) -> StepHealth:
@@ -41,6 +41,15 @@ def test_offsets_above_the_threshold_for_patience_iterations_trigger():
     assert trigger is not None and trigger.iteration == 6 and trigger.cause == OFFSETS
     assert "l1 70.0 px" in trigger.detail and "above 50 px for 3 iterations" in trigger.detail
     assert run(guard(patience=1), [health(offset=math.nan)]).cause == OFFSETS  # NaN offsets are not healthy
+
+
+def test_offset_threshold_is_capped_at_the_training_patch():
+    g = guard(patience=1, patch_size=16)
+    assert g.observe(1, health(offset=15)) is None
+    trigger = g.observe(2, health(offset=17))
+    assert "above 16 px (train.guard.offset_threshold 50 capped at the 16-pixel training patch)" in \
+        trigger.detail
+    assert guard(patch_size=64).offset_threshold == 50 and guard(patch_size=64).threshold_text == "50 px"
 
 
 def test_offset_threshold_null_watches_no_offsets():
@@ -67,22 +76,22 @@ def test_isolated_nonfinite_steps_are_skipped_a_streak_triggers():
 def test_disabled_guard_only_stops_after_the_nonfinite_streak():
     g = guard(max_nonfinite_steps=2, enabled=False)
     assert run(g, [health(offset=1e4, loss=1e9)] * 10) is None
-    with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite losses up to iteration 12") as error:
+    with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite losses up to iteration 12") as err:
         run(g, [health(finite=False)] * 2, start=11)
-    assert "train.grad_clip" in error.value.hint
+    assert "train.grad_clip" in err.value.hint
 
 
 def test_rollback_goes_to_the_newest_healthy_checkpoint_and_further_back_when_trouble_returns():
-    g = guard(patience=1, ring_size=3, dcn_lr_factor=0.25, lr_factor=0.5)
+    g = guard(patience=2, ring_size=3, dcn_lr_factor=0.25, lr_factor=0.5)
     g.checkpoint_written(0)
     run(g, [health()] * 10)
     assert g.checkpoint_written(10) is None
-    run(g, [health(offset=60)], start=11)  # trouble seen once: 20 is not a rollback target
+    run(g, [*[health()] * 5, health(offset=60), *[health()] * 4], start=11)  # trouble seen once
     assert "trouble" in g.checkpoint_written(20)
     assert g.ring == [0, 10]
 
-    rollback = g.plan_rollback(run(g, [health(offset=60)], start=21))
-    assert (rollback.target, rollback.lr_factor, rollback.dcn_lr_factor) == (10, 1.0, 0.25)  # offsets: DCN only
+    rollback = g.plan_rollback(run(g, [health(offset=60)] * 2, start=21))
+    assert (rollback.target, rollback.lr_factor, rollback.dcn_lr_factor) == (10, 1.0, 0.25)  # DCN only
     g.rewind(None)
     rollback = g.plan_rollback(run(g, [health(finite=False)] * 3, start=11))  # back before a new checkpoint
     assert (rollback.target, rollback.lr_factor) == (0, 0.5)  # one further back; every learning rate too
@@ -90,34 +99,41 @@ def test_rollback_goes_to_the_newest_healthy_checkpoint_and_further_back_when_tr
 
     g.rewind(None)
     run(g, [health()] * 30, start=1)
-    assert g.checkpoint_written(30) is None and g.ring == [0, 30]
-    assert g.plan_rollback(run(g, [health(offset=90)], start=31)).target == 30
+    assert g.checkpoint_written(30) is None
+    assert g.plan_rollback(run(g, [health(), *[health(offset=90)] * 2], start=31)).target == 30
 
 
-def test_offsets_creeping_above_half_the_threshold_make_a_checkpoint_no_rollback_target():
+def test_a_checkpoint_is_a_rollback_target_once_the_step_on_its_weights_is_healthy(caplog):
     g = guard()
     run(g, [health(offset=20), health(offset=25)])
-    assert g.checkpoint_written(2) is None
-    run(g, [health(offset=26), health(offset=3)], start=3)
-    assert "reached 26.0 px" in g.checkpoint_written(4) and g.ring == [2]
+    assert g.checkpoint_written(2) is None and g.ring == []  # healthy so far, offsets at most 25 px
+    run(g, [health(offset=3)], start=3)  # the first step on its weights
+    assert g.ring == [2]
+    run(g, [health(offset=26)], start=4)  # creeping above half the threshold
+    assert "reached 26.0 px" in g.checkpoint_written(4)
     run(g, [health(offset=3)], start=5)
-    assert g.checkpoint_written(5) is None and g.ring == [2, 5]
+    assert g.checkpoint_written(5) is None
+    with caplog.at_level("INFO", logger="models.guard"):
+        run(g, [health(offset=30)], start=6)  # the update of step 5 was the start of the trouble
+    assert g.ring == [2] and "checkpoint of iteration 5 is not a rollback target" in caplog.text
 
 
 def test_ring_keeps_the_newest_healthy_checkpoints():
     g = guard(ring_size=2)
     for iteration in (0, 5, 10, 15):
         assert g.checkpoint_written(iteration) is None
+        g.observe(iteration + 1, health())
     assert g.ring == [10, 15]
 
 
 def test_max_rollbacks_stops_with_the_cause_and_what_to_try():
     g = guard(patience=1, max_rollbacks=1)
     g.checkpoint_written(0)
-    g.plan_rollback(run(g, [health(offset=80)]))
-    with pytest.raises(TrainingDiverged, match=r"diverged at iteration 1: mean \|offset\|.*1 rollback\(s\) done "
-                                               r"\(train.guard.max_rollbacks\).*checkpoint, iteration 0") as error:
-        g.plan_rollback(run(g, [health(offset=80)]))
+    g.plan_rollback(run(g, [health(), health(offset=80)]))
+    expected = (r"diverged at iteration 2: mean \|offset\|.*1 rollback\(s\) done "
+                r"\(train.guard.max_rollbacks\).*checkpoint, iteration 0")
+    with pytest.raises(TrainingDiverged, match=expected) as error:
+        g.plan_rollback(run(g, [health(), health(offset=80)]))
     assert "train.optim.dcn_lr_mul" in error.value.hint and "network.max_offset" in error.value.hint
     assert "--auto-resume" in error.value.hint and g.history[-1]["action"] == "stop"
     with pytest.raises(TrainingDiverged, match="no healthy checkpoint"):

@@ -72,7 +72,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(demo, tmp_path, monkeypa
     assert "resumed from" in (exp / "logs" / "train.log").read_text()
 
 
-def test_nonfinite_losses_are_skipped_then_stop_the_run_without_the_guard(demo, tmp_path, monkeypatch, caplog):
+def test_nonfinite_losses_are_skipped_then_stop_the_run_without_the_guard(demo, tmp_path, monkeypatch):
     from models import trainer as trainer_module
 
     opts = write_options(tmp_path / "o.yml", demo, tmp_path / "exp", iters=8)
