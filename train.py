@@ -4,9 +4,10 @@
     torchrun --nproc_per_node=8 train.py -opt ...          # DDP (NCCL on GPU, gloo on CPU)
 
 The story, top to bottom: options -> processes and devices -> experiment folder and
-logs -> data -> network and trainer -> resume -> the loop (step, log, validate,
-checkpoint) -> final checkpoint. Every decision inside the loop is a function of the
-iteration number, so a resumed run continues exactly where the interrupted one was.
+logs -> data -> network, trainer and divergence guard -> resume -> the loop (step, guard,
+log, validate, checkpoint) -> final checkpoint. Every decision inside the loop is a function
+of the iteration number and of the saved state (the guard's included), so a resumed run
+continues exactly where the interrupted one was, rollbacks included.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from data.sampling import SeededDataset, SeededSampler
 from models.checkpoint import (CheckpointError, atomic_link, atomic_torch_save, atomic_write, load_network,
                                save_network)
 from models.evaluation import evaluate
+from models.guard import DivergenceGuard, Rollback, TrainingDiverged
 from models.restoration import Engine
-from models.trainer import Trainer
+from models.trainer import StepStats, Trainer
 from options import cli
 
 logger = logging.getLogger("train")
@@ -133,39 +135,59 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
     if opts.path.pretrain_network_g:
         load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
     trainer = Trainer(net, opts.train, procs.device, distributed=procs.world_size > 1)
+    guard = DivergenceGuard(opts.train.guard, opts.train.max_nonfinite_steps, trainer.pack_names,
+                            training_patch_size(opts))
+    logger.info("%s", guard.describe())
 
     # ---- resume -------------------------------------------------------------------------------
     if procs.is_main:
         remove_stale_temporaries(exp_dir)
-    start_iter, best = resume_training(exp_dir, opts.path.resume_state, auto_resume, trainer)
+    resumed = resume_training(exp_dir, opts.path.resume_state, auto_resume, trainer, guard)
+    start_iter, best = resumed if resumed is not None else (0, {})
     if procs.is_main:  # the options in effect (on a resume: with the changes it applied)
         text = options.dump(opts)
         atomic_write(exp_dir / "options.yml", lambda handle: handle.write(text.encode()))
 
     tb = open_tensorboard(exp_dir) if opts.logger.use_tb_logger and procs.is_main else None
     total_iter = opts.train.total_iter
-    batches = iterate_batches(loader, sampler, start_iter, iters_per_epoch, batch_size)
-
     network_spec = options.to_plain(opts.network)
+    if resumed is None and guard.enabled:  # the initial weights: the guard's first rollback target
+        save_checkpoint(exp_dir, trainer, guard, 0, best, procs, network_spec)
 
     # ---- the loop -----------------------------------------------------------------------------
     timer = StepTimer()
     iteration = start_iter
+    batches = iterate_batches(loader, sampler, iteration, iters_per_epoch, batch_size)
     try:
-        for iteration in range(start_iter + 1, total_iter + 1):
+        while iteration < total_iter:
+            iteration += 1
             epoch, batch = next(batches)
             timer.data_ready()
             stats = trainer.train_step(batch, iteration)
             timer.step_done()
 
+            trigger = guard.observe(iteration, stats.health)
+            if trigger is not None:  # back to a healthy checkpoint, with lower learning rates
+                try:
+                    rollback = guard.plan_rollback(trigger)
+                except TrainingDiverged as error:
+                    stop_diverged(exp_dir, error, guard, procs, tb)
+                    raise
+                iteration = roll_back(exp_dir, rollback, trainer, guard, best, procs, tb)
+                batches.close()
+                batches = iterate_batches(loader, sampler, iteration, iters_per_epoch, batch_size)
+                timer.reset()
+                timer.restart()
+                continue
+
             if iteration % opts.logger.print_freq == 0 or iteration == total_iter:
-                log_progress(iteration, total_iter, epoch, stats, timer, trainer, tb)
+                log_progress(iteration, total_iter, epoch, stats, timer, trainer, guard, tb)
             if iteration % opts.val.val_freq == 0 or iteration == total_iter:
                 if validate(trainer, val_sets, opts, procs, iteration, best, tb):
                     save_network(checkpoint_path(exp_dir, "best"), trainer.net, trainer.net_ema,
                                  network=network_spec)
             if iteration % opts.logger.save_checkpoint_freq == 0 or iteration == total_iter:
-                save_checkpoint(exp_dir, trainer, iteration, best, procs, network_spec)
+                save_checkpoint(exp_dir, trainer, guard, iteration, best, procs, network_spec)
             timer.restart()  # validation and checkpoints do not count as data or step time
     except KeyboardInterrupt:
         logger.warning("interrupted during iteration %d; continue from the last checkpoint with: "
@@ -298,20 +320,45 @@ class StepTimer:
         self.count += 1
 
 
-def log_progress(iteration, total_iter, epoch, stats, timer: StepTimer, trainer: Trainer, tb) -> None:
-    loss = float(stats.loss)
+def training_patch_size(opts: options.Options) -> int:
+    """The side of a training patch in the pixels of EDVR's L1 features, the unit of its DCN
+    offsets: gt_size / scale, a quarter of that with hr_in (the network works at 1/4 inside)."""
+    data = opts.datasets.train.dataset.kwargs
+    patch = data["gt_size"] // data["scale"]
+    return patch // 4 if opts.network.kwargs.get("hr_in") else patch
+
+
+def log_progress(iteration: int, total_iter: int, epoch: int, stats: StepStats, timer: StepTimer,
+                 trainer: Trainer, guard: DivergenceGuard, tb) -> None:
+    """The progress line, the offset statistics of every DCN pack (this step's, over all ranks)
+    and, once the guard has stepped in, its learning-rate scales; the same as TensorBoard scalars."""
     per_iter = (timer.data_s + timer.step_s) / max(timer.count, 1)
     eta = timedelta(seconds=int(per_iter * (total_iter - iteration)))
-    offsets = trainer.offset_magnitudes()
-    offset_text = f"{max(offsets):.2f}" if offsets else "n/a"
+    largest = max((s.mean_abs for s in stats.offsets), default=None)
+    phases = ("" if not stats.fusion_only else " | TSA warm-up: fusion only") + (
+        "" if not stats.offsets_frozen else " | offset warm-up: offsets frozen")
     logger.info("iter %d/%d epoch %d lr %.3e loss %.4e | %.3f s/iter (data %.3f s) | eta %s | max mean|offset| %s%s",
-                iteration, total_iter, epoch, stats.lr, loss, per_iter, timer.data_s / max(timer.count, 1), eta,
-                offset_text, " | TSA warm-up: fusion only" if stats.fusion_only else "")
+                iteration, total_iter, epoch, stats.lr, stats.loss, per_iter, timer.data_s / max(timer.count, 1),
+                eta, "n/a" if largest is None else f"{largest:.2f}", phases)
+    if stats.offsets:
+        logger.info("offsets at iter %d (mean|o| px, max|o| px, mean mask): %s", iteration,
+                    ", ".join(f"{name} {s.mean_abs:.2f} {s.max_abs:.1f} {s.mean_mask:.3f}"
+                              for name, s in zip(trainer.pack_names, stats.offsets)))
+    if guard.rollbacks:
+        logger.info("guard: %d rollback(s) so far; learning rates x%g, DCN x%g", guard.rollbacks,
+                    trainer.lr_scale, trainer.lr_scale * trainer.dcn_lr_scale)
     if tb is not None:
-        tb.add_scalar("train/loss", loss, iteration)
+        tb.add_scalar("train/loss", stats.loss, iteration)
         tb.add_scalar("train/lr", stats.lr, iteration)
-        if offsets:
-            tb.add_scalar("train/max_mean_abs_offset", max(offsets), iteration)
+        if largest is not None:
+            tb.add_scalar("train/max_mean_abs_offset", largest, iteration)
+        for name, s in zip(trainer.pack_names, stats.offsets):
+            tb.add_scalar(f"offsets/{name}/mean_abs", s.mean_abs, iteration)
+            tb.add_scalar(f"offsets/{name}/max_abs", s.max_abs, iteration)
+            tb.add_scalar(f"offsets/{name}/mean_mask", s.mean_mask, iteration)
+        tb.add_scalar("guard/rollbacks", guard.rollbacks, iteration)
+        tb.add_scalar("guard/lr_scale", trainer.lr_scale, iteration)
+        tb.add_scalar("guard/dcn_lr_scale", trainer.lr_scale * trainer.dcn_lr_scale, iteration)
     timer.reset()
 
 
@@ -346,32 +393,105 @@ def validate(trainer: Trainer, val_sets, opts, procs: Processes, iteration: int,
     return improved
 
 
-def save_checkpoint(exp_dir: Path, trainer: Trainer, iteration: int, best: dict, procs: Processes,
-                    network_spec: dict) -> None:
+def save_checkpoint(exp_dir: Path, trainer: Trainer, guard: DivergenceGuard, iteration: int, best: dict,
+                    procs: Processes, network_spec: dict) -> None:
     """Weights first, then the training state that refers to them (each written atomically).
 
     With several processes, the ranks' weights are compared first: rank 0 alone writes
-    them, so a silent divergence between ranks would otherwise go unnoticed.
+    them, so a silent divergence between ranks would otherwise go unnoticed. Every rank tells
+    the guard (a healthy checkpoint becomes a rollback target).
     """
     if procs.world_size > 1:
         check_ranks_agree(trainer, procs)
+    unhealthy = guard.checkpoint_written(iteration)
     if procs.is_main:
         weights = checkpoint_path(exp_dir, iteration)
-        state_path = exp_dir / "training_states" / f"{iteration}.state"
-        state = {"iteration": iteration, "best": best, "trainer": trainer.state_dict(), "rng": rng_states()}
         try:
             save_network(weights, trainer.net, trainer.net_ema, network=network_spec)
             atomic_link(weights, checkpoint_path(exp_dir, "latest"))
-            atomic_torch_save(state, state_path)
+            write_training_state(exp_dir, iteration, trainer, guard, best)
         except OSError as error:
             raise CheckpointError(
                 f"cannot write the checkpoint of iteration {iteration} ({error.strerror or error}): "
-                f"{weights} / {state_path} were not written (no partial file is left) and the previous "
-                "checkpoints are intact; free space and re-run with --auto-resume"
+                f"{weights} / {training_state_path(exp_dir, iteration)} were not written (no partial file is "
+                "left) and the previous checkpoints are intact; free space and re-run with --auto-resume"
             ) from error
-        logger.info("saved checkpoint at iteration %d", iteration)
+        logger.info("saved checkpoint at iteration %d%s", iteration,
+                    f" (not a rollback target: {unhealthy})" if unhealthy and guard.enabled else "")
     if dist.is_initialized():
         dist.barrier()
+
+
+def write_training_state(exp_dir: Path, iteration: int, trainer: Trainer, guard: DivergenceGuard,
+                         best: dict) -> None:
+    """``training_states/<iteration>.state``: what a resume needs besides the weights file."""
+    state = {"iteration": iteration, "best": best, "trainer": trainer.state_dict(), "rng": rng_states(),
+             "guard": guard.state_dict()}
+    atomic_torch_save(state, training_state_path(exp_dir, iteration))
+
+
+def training_state_path(exp_dir: Path, iteration: int) -> Path:
+    return exp_dir / "training_states" / f"{iteration}.state"
+
+
+def roll_back(exp_dir: Path, rollback: Rollback, trainer: Trainer, guard: DivergenceGuard, best: dict,
+              procs: Processes, tb) -> int:
+    """Carry out the guard's rollback on every rank: restore the healthy checkpoint
+    ``rollback.target`` (weights, EMA, optimiser, generators), lower the learning rates, and make
+    it the experiment's newest training state, with the rollback recorded (the abandoned later
+    checkpoints go to ``rolled_back/<n>/``), so that a run killed from now on resumes from here.
+    Returns the target iteration: the loop goes on with the one after it."""
+    target, trigger = rollback.target, rollback.trigger
+    scales = trainer.lr_scale, trainer.dcn_lr_scale
+    _, _, target_guard = load_training_state(training_state_path(exp_dir, target), exp_dir, trainer)
+    trainer.lr_scale, trainer.dcn_lr_scale = scales  # the run's scales, not the target's
+    trainer.scale_learning_rates(rollback.lr_factor, rollback.dcn_lr_factor)
+    guard.rewind(target_guard)
+    logger.warning("guard: %s at iteration %d: %s; rollback %d/%d to the healthy checkpoint of iteration %d, "
+                   "learning rates now x%g, DCN x%g", trigger.cause, trigger.iteration, trigger.detail,
+                   guard.rollbacks, guard.opts.max_rollbacks, target, trainer.lr_scale,
+                   trainer.lr_scale * trainer.dcn_lr_scale)
+    if dist.is_initialized():
+        dist.barrier()  # every rank has read the target before rank 0 rewrites it
+    if procs.is_main:
+        set_aside_later_checkpoints(exp_dir, target, str(guard.rollbacks))
+        write_training_state(exp_dir, target, trainer, guard, best)
+        atomic_link(checkpoint_path(exp_dir, target), checkpoint_path(exp_dir, "latest"))
+        if tb is not None:
+            tb.add_scalar("guard/rollback", guard.rollbacks, trigger.iteration)
+    if dist.is_initialized():
+        dist.barrier()
+    return target
+
+
+def stop_diverged(exp_dir: Path, error: TrainingDiverged, guard: DivergenceGuard, procs: Processes,
+                  tb) -> None:
+    """The guard may not roll back any more: leave the last healthy checkpoint as the newest one
+    (later ones go to ``rolled_back/stop/``), so that --auto-resume continues from it."""
+    logger.error("guard: %s", error)
+    if procs.is_main and guard.ring:
+        set_aside_later_checkpoints(exp_dir, guard.ring[-1], "stop")
+        atomic_link(checkpoint_path(exp_dir, guard.ring[-1]), checkpoint_path(exp_dir, "latest"))
+    if tb is not None:
+        tb.close()
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def set_aside_later_checkpoints(exp_dir: Path, target: int, label: str) -> None:
+    """Move the checkpoints written after ``target`` (an abandoned branch) to
+    ``<exp>/rolled_back/<label>/{models,training_states}/``: kept for inspection, never resumed."""
+    for state in training_states(exp_dir):
+        iteration = _iteration_of(state)
+        if iteration <= target:
+            continue
+        for path in (checkpoint_path(exp_dir, iteration), state):
+            if path.exists():
+                destination = exp_dir / "rolled_back" / label / path.parent.name / path.name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, destination)
+        logger.info("guard: the checkpoint of iteration %d moved to %s", iteration,
+                    exp_dir / "rolled_back" / label)
 
 
 def checkpoint_path(exp_dir: Path, iteration: int | str) -> Path:
@@ -401,35 +521,40 @@ def rng_states() -> dict:
     return states
 
 
-def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, trainer: Trainer) -> tuple[int, dict]:
+def resume_training(exp_dir: Path, explicit: str | None, auto_resume: bool, trainer: Trainer,
+                    guard: DivergenceGuard) -> tuple[int, dict] | None:
     """Load the state to resume from: ``explicit`` (path.resume_state), else with ``auto_resume``
     the newest loadable one of the experiment. An incomplete or corrupt newest state (a crash
     while writing, a damaged disk) is skipped with a warning and the previous one is used.
-    Returns (iterations done, best validation results); (0, {}) for a fresh start."""
+    Returns (iterations done, best validation results); None for a fresh start."""
     if explicit:
-        iteration, best = load_training_state(Path(explicit), exp_dir, trainer)
+        iteration, best, guard_state = load_training_state(Path(explicit), exp_dir, trainer)
+        guard.load_state_dict(guard_state or {})
         logger.info("resumed from %s at iteration %d", explicit, iteration)
         return iteration, best
     if not auto_resume:
-        return 0, {}
+        return None
     candidates = training_states(exp_dir)
     for path in candidates:
         try:
-            iteration, best = load_training_state(path, exp_dir, trainer)
+            iteration, best, guard_state = load_training_state(path, exp_dir, trainer)
+            guard.load_state_dict(guard_state or {})
         except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as error:
             logger.warning("cannot resume from %s (%s): trying the previous training state", path, error)
             continue
-        logger.info("resumed from %s at iteration %d", path, iteration)
+        logger.info("resumed from %s at iteration %d%s", path, iteration,
+                    f" ({guard.rollbacks} rollback(s) by the guard so far)" if guard.rollbacks else "")
         return iteration, best
     if candidates:
         raise CheckpointError(f"{exp_dir}: none of the {len(candidates)} training states can be loaded "
                               "(see the warnings above); move them away to start afresh")
     logger.info("--auto-resume: no training state in %s, starting from scratch", exp_dir)
-    return 0, {}
+    return None
 
 
-def load_training_state(state_path: Path, exp_dir: Path, trainer: Trainer) -> tuple[int, dict]:
-    """Restore weights, EMA, optimizer, scaler and generators from a training state."""
+def load_training_state(state_path: Path, exp_dir: Path, trainer: Trainer) -> tuple[int, dict, dict | None]:
+    """Restore weights, EMA, optimizer, scaler, learning-rate scales and generators from a
+    training state. Returns (iteration, best validation results, the guard's saved state or None)."""
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -450,7 +575,7 @@ def load_training_state(state_path: Path, exp_dir: Path, trainer: Trainer) -> tu
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return iteration, state["best"]
+    return iteration, state["best"], state.get("guard")
 
 
 def remove_stale_temporaries(exp_dir: Path) -> None:

@@ -214,6 +214,7 @@ def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
         except OSError:
             shutil.copyfile(source, tmp_name)
         os.replace(tmp_name, path)
+        tmp_name.unlink(missing_ok=True)  # rename leaves both names when they are already one file
     except BaseException:
         tmp_name.unlink(missing_ok=True)
         raise

@@ -32,9 +32,11 @@ class PCDAlignment(nn.Module):
     N may hold many (batch, frame) pairs at once.
     """
 
-    def __init__(self, num_feat: int = 64, deformable_groups: int = 8, dcn_backend: str | None = None):
+    def __init__(self, num_feat: int = 64, deformable_groups: int = 8, dcn_backend: str | None = None,
+                 max_offset: float | None = None):
         super().__init__()
-        dcn = dict(kernel_size=3, padding=1, deformable_groups=deformable_groups, backend=dcn_backend)
+        dcn = dict(kernel_size=3, padding=1, deformable_groups=deformable_groups, backend=dcn_backend,
+                   max_offset=max_offset)
         self.offset_conv1 = nn.ModuleDict()
         self.offset_conv2 = nn.ModuleDict()
         self.offset_conv3 = nn.ModuleDict()
@@ -245,6 +247,8 @@ class EDVR(nn.Module):
         with_predeblur: the pre-deblurring module replaces the first conv.
         with_tsa: TSA fusion; False fuses with one 1x1 conv.
         dcn_backend: DCN backend for every DCNv2Pack (None: ``$VIDRESTORE_DCN`` or auto).
+        max_offset: bound of every DCN offset in pixels, as ``max_offset * tanh(o / max_offset)``
+            (None: unbounded, the reference; BasicSR weights give their outputs only with None).
     """
 
     def __init__(
@@ -261,6 +265,7 @@ class EDVR(nn.Module):
         with_predeblur: bool = False,
         with_tsa: bool = True,
         dcn_backend: str | None = None,
+        max_offset: float | None = None,
     ):
         super().__init__()
         center_frame_idx = num_frame // 2 if center_frame_idx is None else center_frame_idx
@@ -292,7 +297,7 @@ class EDVR(nn.Module):
         self.conv_l3_1 = conv3x3(num_feat, num_feat, stride=2)
         self.conv_l3_2 = conv3x3(num_feat, num_feat)
 
-        self.pcd_align = PCDAlignment(num_feat, deformable_groups, dcn_backend)
+        self.pcd_align = PCDAlignment(num_feat, deformable_groups, dcn_backend, max_offset)
         if with_tsa:
             self.fusion = TSAFusion(num_feat, num_frame, center_frame_idx)
         else:

@@ -2,7 +2,8 @@
 
 ``Trainer.train_step(batch, iteration)`` runs one optimisation step. Everything it
 decides per step (learning rate, which parameters train) is a function of the
-iteration number, so a resumed run takes the same decisions as an uninterrupted one.
+iteration number and of its saved state (the divergence guard's learning-rate scales),
+so a resumed run takes the same decisions as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from __future__ import annotations
 import copy
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ops.dcn import dcn_packs
+from ops.dcn.modules import OffsetStats, dcn_packs, named_dcn_packs
 
-from .checkpoint import unwrap
+from .guard import StepHealth
 from .losses import PixelLoss
 from .schedulers import LRSchedule
 
@@ -26,16 +27,18 @@ from .schedulers import LRSchedule
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive training steps had a NaN or infinite loss."""
-
-
 @dataclass
 class StepStats:
-    loss: float | Tensor  # a device tensor: read it only when logging (reading syncs)
+    loss: float  # mean over ranks
     lr: float
     fusion_only: bool
-    skipped: bool = False  # the loss was not finite: no update was made
+    skipped: bool = False  # the loss or the gradients were not finite: no update was made
+    offsets: list[OffsetStats] = field(default_factory=list)  # per DCN pack (see Trainer.read_health)
+    offsets_frozen: bool = False
+
+    @property
+    def health(self) -> StepHealth:
+        return StepHealth(self.loss, not self.skipped, self.offsets)
 
 
 class Trainer:
@@ -74,8 +77,14 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[train_opts.amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=train_opts.amp == "fp16")
         self.model: nn.Module = net
-        self._fusion_only: bool | None = None  # the phase the parameters are set up for
-        self.nonfinite_streak = 0  # consecutive steps skipped for a non-finite loss
+        self._phase: tuple[bool, bool] | None = None  # (fusion only, offsets frozen) as the parameters are
+        named = named_dcn_packs(net)
+        self.pack_names = [name.rsplit(".", 1)[-1] for name, _ in named]  # EDVR: l3, l2, l1, cas_dcnpack
+        self.packs = [pack for _, pack in named]
+        # The divergence guard's learning-rate scales (saved state): every group's lr is multiplied
+        # by lr_scale, the DCN group's also by dcn_lr_scale.
+        self.lr_scale = 1.0
+        self.dcn_lr_scale = 1.0
 
     # -- what trains when ---------------------------------------------------------------------
 
@@ -83,12 +92,20 @@ class Trainer:
         """TSA warm-up: during iterations 1..tsa_iter only the fusion module trains."""
         return iteration <= self.opts.tsa_iter
 
-    def _enter_phase(self, fusion_only: bool) -> None:
-        if fusion_only == self._fusion_only:
+    def offsets_frozen(self, iteration: int) -> bool:
+        """Offset warm-up: during iterations 1..offset_warmup_iter every DCN pack's offset predictor
+        (``conv_offset``) is frozen."""
+        return iteration <= self.opts.offset_warmup_iter
+
+    def _enter_phase(self, fusion_only: bool, offsets_frozen: bool) -> None:
+        if (fusion_only, offsets_frozen) == self._phase:
             return
         fusion = set(map(id, self.net.fusion.parameters())) if fusion_only else None
+        frozen = set()
+        if offsets_frozen:
+            frozen = {id(p) for pack in self.packs for p in pack.conv_offset.parameters()}
         for p in self.net.parameters():
-            p.requires_grad_(fusion is None or id(p) in fusion)
+            p.requires_grad_((fusion is None or id(p) in fusion) and id(p) not in frozen)
             if not p.requires_grad:
                 p.grad = None
         if self.distributed:
@@ -97,58 +114,105 @@ class Trainer:
             # parameter DDP knows is used: no find_unused_parameters (and its extra graph pass).
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids)
-        self._fusion_only = fusion_only
+        self._phase = (fusion_only, offsets_frozen)
+
+    # -- learning rates -----------------------------------------------------------------------
+
+    def group_lr_scales(self) -> list[float]:
+        """The guard's factor of each optimiser group (others, then DCN)."""
+        scales = [self.lr_scale, self.lr_scale * self.dcn_lr_scale]
+        return scales[: len(self.optimizer.param_groups)]
+
+    def scale_learning_rates(self, factor: float, dcn_factor: float) -> None:
+        """Multiply every group's learning rate by ``factor`` and the DCN group's also by
+        ``dcn_factor``, from the next step on (the divergence guard's action; saved state)."""
+        self.lr_scale *= factor
+        self.dcn_lr_scale *= dcn_factor
 
     # -- one step -----------------------------------------------------------------------------
 
     def train_step(self, batch: dict, iteration: int) -> StepStats:
-        """Forward, loss, backward, (clip), optimiser step and EMA update for ``iteration``."""
-        fusion_only = self.fusion_only(iteration)
-        self._enter_phase(fusion_only)
+        """Forward, loss, backward, (clip), optimiser step and EMA update for ``iteration``.
+
+        A step whose loss or gradients are not finite on some rank is skipped on every rank
+        (weights, moments and EMA unchanged). With fp16 the GradScaler handles non-finite
+        gradients itself (it skips and lowers its scale), so only the loss is checked.
+        """
+        fusion_only, offsets_frozen = self.fusion_only(iteration), self.offsets_frozen(iteration)
+        self._enter_phase(fusion_only, offsets_frozen)
         self.schedule.apply(self.optimizer, iteration)
+        for group, scale in zip(self.optimizer.param_groups, self.group_lr_scales()):
+            group["lr"] *= scale
         self.model.train()
 
         lq = batch["lq"].to(self.device, non_blocking=True)
         gt = batch["gt"].to(self.device, non_blocking=True)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype)
                     if self.amp_dtype is not None else nullcontext())
+        self.optimizer.zero_grad(set_to_none=True)
         with autocast:
             output = self.model(lq)
         loss = self.loss_fn(output.float(), gt)
-
-        self.optimizer.zero_grad(set_to_none=True)
-        if not self._finite_on_every_rank(loss):
-            self._skip_nonfinite(loss, batch, iteration)
-            return StepStats(loss.detach(), self.optimizer.param_groups[0]["lr"], fusion_only, skipped=True)
-        self.nonfinite_streak = 0
         self.scaler.scale(loss).backward()
+
+        trained = [p for p in self.net.parameters() if p.requires_grad and p.grad is not None]
+        grad_norm = None
         if self.opts.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], self.opts.grad_clip)
+            grad_norm = nn.utils.clip_grad_norm_(trained, self.opts.grad_clip)
+        elif not self.scaler.is_enabled():
+            grad_norm = nn.utils.get_total_norm([p.grad for p in trained])
+        loss_value, finite, offsets = self.read_health(loss, None if self.scaler.is_enabled() else grad_norm)
+        stats = StepStats(loss_value, self.optimizer.param_groups[0]["lr"], fusion_only, offsets=offsets,
+                          offsets_frozen=offsets_frozen)
+        if not finite:
+            self._skip_nonfinite(loss_value, batch, iteration, unscaled=self.opts.grad_clip is not None)
+            stats.skipped = True
+            return stats
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.net_ema is not None:
             self.update_ema()
-        return StepStats(loss.detach(), self.optimizer.param_groups[0]["lr"], fusion_only)
+        return stats
 
-    def _finite_on_every_rank(self, loss: Tensor) -> bool:
-        """Whether the loss is finite here and on every other rank (all must skip together, or DDP
-        would wait forever for the gradients of the rank that skipped). Reads one value per step."""
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
+    def read_health(self, loss: Tensor, grad_norm: Tensor | None) -> tuple[float, bool, list[OffsetStats]]:
+        """(loss, finite, offset statistics per DCN pack) of this step, combined over ranks: mean
+        loss; finite when the loss (and ``grad_norm``) is finite on every rank; per pack the mean
+        of the ranks' mean |offset| and mean mask and the max of their max |offset|. Every rank
+        gets the same values (one all_gather), so all take the same decisions (skip, roll back).
+        This is the step's one host read: the packs' statistics were computed on the device."""
+        finite = torch.isfinite(loss.detach())
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        pack_stats = [pack.offset_stats_tensor for pack in self.packs]
+        if any(stats is None for stats in pack_stats):  # e.g. under torch.compile: no statistics
+            pack_stats = []
+        vector = torch.cat([loss.detach().float().reshape(1), finite.float().reshape(1), *pack_stats])
         if self.distributed:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item())
+            gathered = [torch.empty_like(vector) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, vector)
+            rows = torch.stack(gathered).tolist()
+        else:
+            rows = [vector.tolist()]
+        count = len(rows)
+        loss_value = sum(row[0] for row in rows) / count
+        finite_everywhere = all(row[1] == 1.0 for row in rows)
+        offsets = []
+        for i in range(len(pack_stats)):
+            column = [row[2 + 3 * i : 5 + 3 * i] for row in rows]
+            offsets.append(OffsetStats(sum(c[0] for c in column) / count, max(c[1] for c in column),
+                                       sum(c[2] for c in column) / count))
+        return loss_value, finite_everywhere, offsets
 
-    def _skip_nonfinite(self, loss: Tensor, batch: dict, iteration: int) -> None:
-        self.nonfinite_streak += 1
+    def _skip_nonfinite(self, loss: float, batch: dict, iteration: int, unscaled: bool) -> None:
+        if self.scaler.is_enabled():  # fp16: the scaler sees the non-finite gradients and lowers its scale
+            if not unscaled:
+                self.scaler.unscale_(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
         keys = batch.get("key", "?")
-        logger.warning("iteration %d: non-finite loss (%s on this rank); step skipped, weights unchanged "
-                       "(%d in a row; batch keys: %s)", iteration, float(loss.detach()), self.nonfinite_streak, keys)
-        if self.nonfinite_streak >= self.opts.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_streak} consecutive non-finite losses up to iteration {iteration} "
-                f"(train.max_nonfinite_steps): the training diverged; the last checkpoint is intact. Lower "
-                "train.optim.lr, set train.grad_clip, or check the data of the keys logged above")
+        logger.warning("iteration %d: non-finite loss or gradients (loss %s); step skipped, weights "
+                       "unchanged (batch keys: %s)", iteration, loss, keys)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -162,13 +226,15 @@ class Trainer:
     # -- state for exact resume ---------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Optimiser and AMP scaler state (weights and EMA go to the weights file)."""
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        """Optimiser and AMP scaler state and the guard's learning-rate scales (weights and EMA go
+        to the weights file)."""
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "lr_scale": self.lr_scale, "dcn_lr_scale": self.dcn_lr_scale}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore optimiser moments and the AMP scaler. The hyperparameters (learning rates,
-        betas, weight decay) stay those of the current options, so a resume with a changed
-        ``train.optim`` applies the change."""
+        """Restore optimiser moments, the AMP scaler and the guard's learning-rate scales. The
+        hyperparameters (learning rates, betas, weight decay) stay those of the current options, so
+        a resume with a changed ``train.optim`` applies the change (the scales apply on top)."""
         settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         saved_groups = len(state["optimizer"]["param_groups"])
         if saved_groups != len(settings):
@@ -178,12 +244,8 @@ class Trainer:
         for group, own in zip(self.optimizer.param_groups, settings):
             group.update(own)
         self.scaler.load_state_dict(state["scaler"])
-
-    def offset_magnitudes(self) -> list[float]:
-        """Mean |offset| (pixels) of each DCNv2Pack's last forward, for the training log."""
-        packs = dcn_packs(unwrap(self.net))
-        return [p.offset_magnitude for p in packs if p.offset_magnitude is not None]
-
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self.dcn_lr_scale = float(state.get("dcn_lr_scale", 1.0))
 
 def _build_optimizer(net: nn.Module, kind: str, lr: float, betas: tuple[float, float],
                      weight_decay: float, dcn_lr_mul: float) -> torch.optim.Optimizer:

@@ -31,6 +31,7 @@ USER_ERROR_CLASSES = (
     ("data.storage", "DataError"),
     ("models.checkpoint", "CheckpointError"),
     ("models.outputs", "OutputError"),
+    ("models.guard", "TrainingDiverged"),
     ("ops.dcn.build", "NativeBuildError"),
     ("ops.dcn.backends", "BackendUnavailable"),
 )

@@ -51,6 +51,7 @@ NETWORK_LIMITS = {
     "num_reconstruct_block": Limits(0, 200),
     "center_frame_idx": Limits(0, MAX_FRAMES - 1),
     "dcn_backend": Limits(choices=BACKEND_NAMES),
+    "max_offset": Limits(above=0, maximum=1000),
 }
 
 
@@ -256,8 +257,8 @@ class OptimOptions:
     lr: float = option(4e-4, minimum=0, maximum=1, doc="base learning rate")
     betas: tuple[float, float] = option((0.9, 0.99), minimum=0, below=1, doc="Adam betas")
     weight_decay: float = option(0.0, minimum=0, maximum=1, doc="weight decay")
-    dcn_lr_mul: float = option(1.0, minimum=0, maximum=100, doc="learning-rate factor for the parameters of "
-                                                                "every DCNv2Pack (weight, bias, offset predictor)")
+    dcn_lr_mul: float = option(1.0, minimum=0, maximum=1000, doc="learning-rate factor for the parameters of "
+                                                                 "every DCNv2Pack (weight, bias, offset predictor)")
 
 
 def one_weight_per_period(section: SchedulerOptions) -> Problem | None:
@@ -294,6 +295,44 @@ class LossOptions:
                                                        "the gradient of an exact pixel NaN)")
 
 
+@dataclass
+class GuardOptions:
+    """``train.guard``: the divergence guard (docs/training-stability.md). Every iteration it reads
+    each DCN pack's mean |offset|, the loss and whether loss and gradients are finite; when a
+    condition holds it rolls the training back to the newest healthy checkpoint, lowers the
+    learning rates and continues. After `max_rollbacks` rollbacks it stops, naming the cause."""
+
+    enabled: bool = option(
+        True, doc="watch and roll back (false: only the skip of non-finite steps, and the stop after "
+                  "train.max_nonfinite_steps of them in a row)")
+    offset_threshold: float | None = option(
+        50.0, above=0, maximum=10**6,
+        doc="trigger when a DCN pack's mean |offset| (pixels) stays above this, capped at the training "
+            "patch's side (gt_size / scale; 1/4 of it with hr_in): BasicSR warns at 50 (null: not watched)")
+    loss_spike_factor: float | None = option(
+        10.0, above=1, maximum=10**6,
+        doc="trigger when the loss stays above this times its running median (null: not watched)")
+    loss_window: int = option(
+        100, minimum=3, maximum=100_000,
+        doc="iterations of the running loss median; no spike is looked for before the window is full")
+    patience: int = option(
+        3, minimum=1, maximum=10_000,
+        doc="consecutive iterations an offset or loss condition must hold to trigger")
+    dcn_lr_factor: float = option(
+        0.25, above=0, maximum=1, doc="each rollback multiplies the learning rate of the DCN packs by this")
+    lr_factor: float = option(
+        0.5, above=0, maximum=1,
+        doc="a rollback for a loss spike or non-finite values also multiplies every learning rate by this "
+            "(1: only the DCN's)")
+    max_rollbacks: int = option(
+        4, minimum=0, maximum=1000,
+        doc="rollbacks allowed; the next trigger stops the training (exit status 2) at the last healthy "
+            "checkpoint")
+    ring_size: int = option(
+        3, minimum=1, maximum=100,
+        doc="healthy checkpoints remembered as rollback targets (their files are never deleted)")
+
+
 def schedule_covers_training(section: TrainOptions) -> Problem | None:
     """CosineAnnealingRestartLR: `scheduler.periods` sum to at least `total_iter`."""
     total = sum(section.scheduler.periods)
@@ -326,10 +365,15 @@ class TrainOptions:
     grad_clip: float | None = option(None, above=0, maximum=10**6, doc="clip the gradient norm to this value "
                                                                        "(null: off)")
     amp: Literal["none", "bf16", "fp16"] = option("none", doc="mixed precision (fp16 uses a GradScaler)")
-    max_nonfinite_steps: int = option(10, minimum=1, maximum=10**6, doc="a step whose loss is NaN/inf is skipped "
-                                                                        "with a warning; this many in a row stop "
-                                                                        "the training")
+    max_nonfinite_steps: int = option(10, minimum=1, maximum=10**6, doc="a step whose loss or gradients are "
+                                                                        "NaN/inf is skipped with a warning; this many "
+                                                                        "in a row roll the training back (guard) or "
+                                                                        "stop it (guard disabled)")
     channels_last: bool = option(False, doc="run the network in channels_last memory format")
+    offset_warmup_iter: int = option(0, minimum=0, maximum=MAX_ITERATIONS,
+                                     doc="for the first offset_warmup_iter iterations the offset predictors (each "
+                                         "DCN pack's conv_offset) are frozen (0: none)")
+    guard: GuardOptions = option(default_factory=GuardOptions)
 
     RULES: ClassVar = (schedule_covers_training, eta_min_below_lr)
 

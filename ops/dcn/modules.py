@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -84,19 +85,27 @@ class DCNv2Pack(ModulatedDeformConv2d):
     """DCNv2 whose offsets and mask are predicted from a separate feature (EDVR's PCD).
 
     ``forward(x, feat)``: ``conv_offset(feat)`` (3*G*kh*kw channels, zero-initialised)
-    is split into o1, o2, m; offset = cat(o1, o2), mask = sigmoid(m).
+    is split into o1, o2, m; offset = cat(o1, o2), mask = sigmoid(m). With ``max_offset``
+    (pixels, None: unbounded, as the reference) the offsets are ``max_offset *
+    tanh(offset / max_offset)``: the same for small offsets, never beyond ``max_offset``.
 
-    Divergence monitor: the mean |offset| of the last call is kept in
-    ``offset_magnitude`` (a float, None before the first reading) and a warning is
-    logged when it rises above 50 pixels (once per excursion). On CPU it is read at
-    once. On CUDA, reading it would stall the GPU, so each call starts an
-    asynchronous copy to pinned host memory and a later call reads it once the copy
-    has finished (no sync; the value lags a few calls). Under ``torch.compile`` the
-    monitor is off, so the compiled graph stays free of host reads.
+    Offset statistics: each call computes, on the offsets' device, the mean |offset|,
+    the max |offset| (pixels) and the mean mask (``OffsetStats``). ``offset_stats_tensor``
+    is that (3,) float32 tensor of the last call (for a trainer that reads it with its own
+    per-step values); ``offset_stats`` (``OffsetStats``, None before the first reading) and
+    ``offset_magnitude`` (its mean |offset|) are host values. A warning is logged when the
+    mean |offset| rises above 50 pixels (once per excursion). On CPU the values are read at
+    once. On CUDA, reading them would stall the GPU, so each call starts an asynchronous copy
+    to pinned host memory and a later call reads it once the copy has finished (no sync; the
+    host values lag a few calls). Under ``torch.compile`` the statistics are off, so the
+    compiled graph stays free of host reads.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, max_offset: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if max_offset is not None and not max_offset > 0:
+            raise ValueError(f"max_offset: expected a number of pixels > 0 or None, got {max_offset}")
+        self.max_offset = max_offset
         kernel_h, kernel_w = self.kernel_size
         self.conv_offset = nn.Conv2d(
             self.in_channels,
@@ -112,20 +121,35 @@ class DCNv2Pack(ModulatedDeformConv2d):
         self._monitor = OffsetMonitor()
 
     @property
-    def offset_magnitude(self) -> float | None:
+    def offset_stats(self) -> OffsetStats | None:
         return self._monitor.value
+
+    @property
+    def offset_stats_tensor(self) -> Tensor | None:
+        return self._monitor.latest
+
+    @property
+    def offset_magnitude(self) -> float | None:
+        return None if self._monitor.value is None else self._monitor.value.mean_abs
 
     def forward(self, x: Tensor, feat: Tensor) -> Tensor:
         out = self.conv_offset(feat)
         # The reference splits out into thirds (o1, o2, mask) and takes offset = cat(o1, o2):
         # that is the first two thirds, a view here (no copy).
         offset, mask = out.split((out.shape[1] // 3 * 2, out.shape[1] // 3), dim=1)
+        if self.max_offset is not None:
+            offset = self.max_offset * torch.tanh(offset / self.max_offset)
+        mask = torch.sigmoid(mask)
         if not torch.compiler.is_compiling():
-            self._monitor.record(offset)
+            self._monitor.record(offset, mask)
         return deform_conv2d(
-            x, offset, torch.sigmoid(mask), self.weight, self.bias, self.stride, self.padding,
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding,
             self.dilation, backend=self.backend,
         )
+
+    def extra_repr(self) -> str:
+        bound = f", max_offset={self.max_offset}" if self.max_offset is not None else ""
+        return super().extra_repr() + bound
 
 
 def dcn_packs(module: nn.Module) -> list[DCNv2Pack]:
@@ -133,17 +157,42 @@ def dcn_packs(module: nn.Module) -> list[DCNv2Pack]:
     return [m for m in module.modules() if isinstance(m, DCNv2Pack)]
 
 
+def named_dcn_packs(module: nn.Module) -> list[tuple[str, DCNv2Pack]]:
+    """(dotted name, pack) of every DCNv2Pack inside ``module``, in ``module.modules()`` order
+    (EDVR: ``pcd_align.dcn_pack.l3``, ``.l2``, ``.l1``, ``pcd_align.cas_dcnpack``)."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, DCNv2Pack)]
+
+
+class OffsetStats(NamedTuple):
+    """One DCNv2Pack call's offsets: mean and max |offset| (pixels) and mean mask (0..1)."""
+
+    mean_abs: float
+    max_abs: float
+    mean_mask: float
+
+
+def offset_statistics(offset: Tensor, mask: Tensor) -> Tensor:
+    """(mean |offset|, max |offset|, mean mask) as a (3,) float32 tensor on the inputs' device
+    (reductions only: no |offset| copy, no host read)."""
+    offset, mask = offset.detach(), mask.detach()
+    dtype = torch.promote_types(offset.dtype, torch.float32)  # half precision summed in float32
+    mean_abs = torch.linalg.vector_norm(offset, ord=1, dtype=dtype) / offset.numel()
+    max_abs = torch.linalg.vector_norm(offset, ord=math.inf, dtype=dtype)
+    return torch.stack((mean_abs, max_abs, mask.mean(dtype=dtype))).float()
+
+
 class OffsetMonitor:
-    """Mean |offset| of a DCNv2Pack, read without stalling the GPU (see DCNv2Pack).
+    """The offset statistics of a DCNv2Pack, read without stalling the GPU (see DCNv2Pack).
 
     Holds no state worth copying: deepcopy/pickle (EMA copies, checkpoints of the
     module object) start a fresh monitor.
     """
 
     def __init__(self) -> None:
-        self.value: float | None = None
+        self.value: OffsetStats | None = None
+        self.latest: Tensor | None = None  # the last call's statistics, on its device
         self._diverging = False
-        self._host: Tensor | None = None  # pinned buffer the device value is copied into
+        self._host: Tensor | None = None  # pinned buffer the device values are copied into
         self._copy_done: torch.cuda.Event | None = None
 
     def __getstate__(self) -> dict:
@@ -152,29 +201,29 @@ class OffsetMonitor:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
 
-    def record(self, offset: Tensor) -> None:
-        offset = offset.detach()
-        magnitude = torch.linalg.vector_norm(offset, ord=1) / offset.numel()  # mean |offset|, no |.| copy
-        if not magnitude.is_cuda:
-            self._update(float(magnitude))
+    def record(self, offset: Tensor, mask: Tensor) -> None:
+        stats = offset_statistics(offset, mask)
+        self.latest = stats
+        if not stats.is_cuda:
+            self._update(OffsetStats(*stats.tolist()))
             return
         if self._copy_done is not None:
             if not self._copy_done.query():
                 return  # the previous copy is still in flight: skip this reading
-            self._update(float(self._host))
+            self._update(OffsetStats(*self._host.tolist()))
         if self._host is None:
-            self._host = torch.empty((), dtype=magnitude.dtype, pin_memory=True)
-        self._host.copy_(magnitude, non_blocking=True)
+            self._host = torch.empty(3, dtype=stats.dtype, pin_memory=True)
+        self._host.copy_(stats, non_blocking=True)
         self._copy_done = torch.cuda.Event()
         self._copy_done.record()
 
-    def _update(self, value: float) -> None:
+    def _update(self, value: OffsetStats) -> None:
         self.value = value
-        diverging = value > OFFSET_DIVERGENCE_THRESHOLD
+        diverging = value.mean_abs > OFFSET_DIVERGENCE_THRESHOLD
         if diverging and not self._diverging:
             logger.warning(
                 "DCNv2Pack: mean |offset| is %.1f px (> %.0f): the alignment is diverging; "
                 "consider a lower learning rate for the offsets or gradient clipping",
-                value, OFFSET_DIVERGENCE_THRESHOLD,
+                value.mean_abs, OFFSET_DIVERGENCE_THRESHOLD,
             )
         self._diverging = diverging

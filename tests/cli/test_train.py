@@ -82,6 +82,7 @@ def test_ddp_two_processes_on_cpu(demo, tmp_path):
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exp = tmp_path / "exp" / "tiny"
-    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_4.pth", "net_g_latest.pth"]
+    models = sorted(p.name for p in (exp / "models").iterdir())
+    assert models == ["net_g_0.pth", "net_g_4.pth", "net_g_latest.pth"]  # 0: the initial weights (guard)
     log = (exp / "logs" / "train.log").read_text()
     assert "x 2 process(es)" in log and "all 2 ranks hold identical weights" in log

@@ -201,3 +201,14 @@ def test_save_creates_folders_and_moves_tensors_to_cpu(tmp_path):
     save_network(tmp_path / "a" / "b" / "w.pth", net.state_dict())
     loaded = torch.load(tmp_path / "a" / "b" / "w.pth", weights_only=True)["params"]
     assert all(v.device.type == "cpu" for v in loaded.values())
+
+
+def test_atomic_link_to_the_file_it_already_names_leaves_no_temporary(tmp_path):
+    """A rollback to the newest checkpoint links net_g_latest.pth to the file it already is."""
+    source = tmp_path / "net_g_0.pth"
+    source.write_bytes(b"weights")
+    latest = tmp_path / "net_g_latest.pth"
+    ckpt.atomic_link(source, latest)
+    ckpt.atomic_link(source, latest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_0.pth", "net_g_latest.pth"]
+    assert latest.read_bytes() == b"weights"

@@ -197,3 +197,22 @@ def test_backend_choice_reaches_every_dcn_pack():
     other.load_state_dict(net.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(net(x), other(x), rtol=0, atol=1e-5)
+
+
+def test_max_offset_keeps_the_reference_parameters_and_bounds_every_pack():
+    torch.manual_seed(0)
+    free = EDVR(**TINY).eval()
+    bounded = EDVR(**TINY, max_offset=2.0).eval()
+    shapes = [(k, v.shape) for k, v in free.state_dict().items()]
+    assert [(k, v.shape) for k, v in bounded.state_dict().items()] == shapes
+    with torch.no_grad():
+        for pack in free.dcn_packs:
+            pack.conv_offset.weight.normal_(0, 0.5)
+            pack.conv_offset.bias.normal_(0, 3.0)
+    bounded.load_state_dict(free.state_dict())
+    x = torch.rand(1, 5, 3, 16, 16)
+    with torch.no_grad():
+        free_out, bounded_out = free(x), bounded(x)
+    assert max(p.offset_stats.max_abs for p in free.dcn_packs) > 2.0
+    assert all(p.max_offset == 2.0 and p.offset_stats.max_abs <= 2.0 for p in bounded.dcn_packs)
+    assert not torch.allclose(free_out, bounded_out)

@@ -145,3 +145,60 @@ def test_pixel_losses_against_hand_computed_values():
     assert PixelLoss("MSELoss", reduction="sum")(pred, target).item() == pytest.approx(29.0)
     with pytest.raises(ValueError, match="pixel_loss.type"):
         PixelLoss("SSIMLoss")
+
+
+def test_offset_warmup_freezes_the_offset_predictors_then_trains_them():
+    torch.manual_seed(0)
+    net = EDVR(**TINY_EDVR)
+    trainer = Trainer(net, train_options(offset_warmup_iter=1), torch.device("cpu"))
+    before = snapshot(net)
+    stats = trainer.train_step(tiny_batch(), 1)
+    assert stats.offsets_frozen and not stats.fusion_only
+    moved = changed(before, net)
+    assert moved and not any(".conv_offset." in k for k in moved)
+    assert any(k.startswith("pcd_align.dcn_pack.l1.weight") for k in moved)  # the rest of the pack trains
+    before = snapshot(net)
+    assert not trainer.train_step(tiny_batch(1), 2).offsets_frozen
+    assert any(".conv_offset." in k for k in changed(before, net))
+
+
+def test_step_reports_every_packs_offset_statistics():
+    torch.manual_seed(0)
+    net = EDVR(**TINY_EDVR)
+    trainer = Trainer(net, train_options(), torch.device("cpu"))
+    trainer.train_step(tiny_batch(), 1)
+    stats = trainer.train_step(tiny_batch(1), 2)
+    assert trainer.pack_names == ["l3", "l2", "l1", "cas_dcnpack"]
+    assert stats.offsets == [pack.offset_stats for pack in net.dcn_packs]
+    assert all(0 < s.mean_abs <= s.max_abs and 0 < s.mean_mask < 1 for s in stats.offsets)
+    assert stats.health.finite and stats.health.loss == stats.loss
+
+
+def test_guard_learning_rate_scales_apply_on_the_schedule_and_are_saved():
+    torch.manual_seed(0)
+    opts = train_options(optim={"lr": 1e-3, "dcn_lr_mul": 2.0})
+    trainer = Trainer(EDVR(**TINY_EDVR), opts, torch.device("cpu"))
+    trainer.scale_learning_rates(0.5, 0.1)
+    trainer.train_step(tiny_batch(), 1)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [pytest.approx(5e-4), pytest.approx(1e-4)]
+    resumed = Trainer(EDVR(**TINY_EDVR), opts, torch.device("cpu"))
+    resumed.load_state_dict(trainer.state_dict())
+    assert (resumed.lr_scale, resumed.dcn_lr_scale) == (0.5, 0.1)
+    resumed.train_step(tiny_batch(1), 2)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [pytest.approx(5e-4), pytest.approx(1e-4)]
+
+
+def test_nonfinite_gradients_with_a_finite_loss_skip_the_step():
+    torch.manual_seed(0)
+    net = EDVR(**TINY_EDVR)
+    trainer = Trainer(net, train_options(ema_decay=0.9), torch.device("cpu"))
+    trainer.train_step(tiny_batch(), 1)  # Adam moments exist
+    before, ema_before = snapshot(net), snapshot(trainer.net_ema)
+    moments = [s["exp_avg"].clone() for s in trainer.optimizer.state.values()]
+    hook = net.conv_last.weight.register_hook(lambda grad: grad * float("inf"))
+    stats = trainer.train_step(tiny_batch(1), 2)
+    hook.remove()
+    assert stats.skipped and math.isfinite(stats.loss) and not stats.health.finite
+    assert not changed(before, net) and not changed(ema_before, trainer.net_ema)
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, trainer.optimizer.state.values()))
+    assert not trainer.train_step(tiny_batch(2), 3).skipped and changed(before, net)

@@ -337,6 +337,44 @@ def test_dcnv2_pack_warns_once_per_divergence(caplog):
     assert len(caplog.records) == 2 and "70.0" in caplog.records[1].getMessage()
 
 
+def test_dcnv2_pack_offset_statistics_are_exact():
+    torch.manual_seed(0)
+    pack = DCNv2Pack(8, 8, 3, padding=1, deformable_groups=2).double()
+    torch.nn.init.normal_(pack.conv_offset.weight, std=0.5)
+    x, feat = torch.randn(2, 8, 6, 7, dtype=torch.float64), torch.randn(2, 8, 6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        pack(x, feat)
+        o1, o2, m = torch.chunk(pack.conv_offset(feat), 3, dim=1)
+    offset, mask = torch.cat((o1, o2), 1), torch.sigmoid(m)
+    stats = pack.offset_stats
+    assert stats.mean_abs == pytest.approx(offset.abs().mean().item(), rel=1e-6)
+    assert stats.max_abs == pytest.approx(offset.abs().max().item(), rel=1e-6)
+    assert stats.mean_mask == pytest.approx(mask.mean().item(), rel=1e-6)
+    assert pack.offset_magnitude == stats.mean_abs
+    tensor = pack.offset_stats_tensor  # the device copy a trainer reads with its own values
+    assert tensor.dtype == torch.float32 and tensor.shape == (3,) and tensor.tolist() == list(stats)
+
+
+def test_dcnv2_pack_max_offset_bounds_the_offsets_with_tanh():
+    torch.manual_seed(0)
+    free = DCNv2Pack(8, 8, 3, padding=1, deformable_groups=2).double()
+    torch.nn.init.normal_(free.conv_offset.weight, std=2.0)  # offsets of several pixels
+    bounded = DCNv2Pack(8, 8, 3, padding=1, deformable_groups=2, max_offset=1.5).double()
+    bounded.load_state_dict(free.state_dict())  # same parameters (names and shapes as BasicSR)
+    x, feat = torch.randn(1, 8, 6, 6, dtype=torch.float64), torch.randn(1, 8, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        o1, o2, m = torch.chunk(free.conv_offset(feat), 3, dim=1)
+        offset = torch.cat((o1, o2), 1)
+        expected = deform_conv2d(x, 1.5 * torch.tanh(offset / 1.5), torch.sigmoid(m), free.weight, free.bias,
+                                 padding=1)
+        torch.testing.assert_close(bounded(x, feat), expected)
+        free(x, feat)
+    assert free.offset_stats.max_abs > 3 and bounded.offset_stats.max_abs <= 1.5
+    assert "max_offset=1.5" in repr(bounded) and "max_offset" not in repr(free)
+    with pytest.raises(ValueError, match="max_offset: expected a number of pixels > 0"):
+        DCNv2Pack(8, 8, 3, max_offset=0)
+
+
 def test_dcnv2_pack_deepcopies_with_a_fresh_monitor():
     import copy
 

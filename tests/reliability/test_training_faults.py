@@ -12,7 +12,7 @@ import torch
 import train as train_script
 from models import checkpoint as checkpoint_module
 from models.checkpoint import CheckpointError
-from models.trainer import NonFiniteLossError
+from models.guard import NonFiniteLossError
 from scripts.chaos_resume import write_options
 
 
@@ -43,7 +43,7 @@ def test_no_loadable_state_is_an_error_not_a_fresh_start(demo, tmp_path):
     run(opts)
     for state in (experiment(tmp_path) / "training_states").iterdir():
         state.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="none of the 2 training states can be loaded"):
+    with pytest.raises(CheckpointError, match="none of the 3 training states can be loaded"):
         run(opts, "--auto-resume")
 
 
@@ -54,7 +54,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(demo, tmp_path, monkeypa
 
     def disk_full_after_two_checkpoints(obj, handle, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] > 4:  # weights + state of iterations 1 and 2 succeed
+        if calls["n"] > 6:  # weights + state of iterations 0 (the initial weights), 1 and 2 succeed
             handle.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, handle, *args, **kwargs)
@@ -63,15 +63,16 @@ def test_failed_checkpoint_write_keeps_the_previous_one(demo, tmp_path, monkeypa
     with pytest.raises(CheckpointError, match=r"iteration 3 \(No space left on device\).*previous checkpoints are intact"):
         run(opts)
     exp = experiment(tmp_path)
-    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_1.pth", "net_g_2.pth", "net_g_latest.pth"]
+    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_0.pth", "net_g_1.pth", "net_g_2.pth",
+                                                                  "net_g_latest.pth"]
     assert (exp / "models" / "net_g_latest.pth").read_bytes() == (exp / "models" / "net_g_2.pth").read_bytes()
-    assert sorted(p.name for p in (exp / "training_states").iterdir()) == ["1.state", "2.state"]
+    assert sorted(p.name for p in (exp / "training_states").iterdir()) == ["0.state", "1.state", "2.state"]
     monkeypatch.undo()
     run(opts, "--auto-resume")  # the intact checkpoint resumes
     assert "resumed from" in (exp / "logs" / "train.log").read_text()
 
 
-def test_nonfinite_losses_are_skipped_then_stop_the_run(demo, tmp_path, monkeypatch, caplog):
+def test_nonfinite_losses_are_skipped_then_stop_the_run_without_the_guard(demo, tmp_path, monkeypatch):
     from models import trainer as trainer_module
 
     opts = write_options(tmp_path / "o.yml", demo, tmp_path / "exp", iters=8)
@@ -86,9 +87,9 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(demo, tmp_path, monkeypa
 
     monkeypatch.setattr(trainer_module.PixelLoss, "forward", sometimes_nan)
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses up to iteration 7"):
-        run(opts, "--set", "train.max_nonfinite_steps=3")
+        run(opts, "--set", "train.max_nonfinite_steps=3", "--set", "train.guard.enabled=false")
     log = (experiment(tmp_path) / "logs" / "train.log").read_text()
-    assert "iteration 3: non-finite loss" in log and "batch keys:" in log
+    assert "iteration 3: non-finite loss or gradients" in log and "batch keys:" in log
     weights = torch.load(experiment(tmp_path) / "models" / "net_g_4.pth", weights_only=True)["params"]
     assert all(torch.isfinite(v).all() for v in weights.values())  # nothing corrupted was saved
 
