@@ -57,7 +57,8 @@ class Backend:
 def _load_native(device_type: str) -> KernelFn:
     """Our compiled kernels, built on first use (cached on disk) and loaded.
 
-    Float16/bfloat16 CPU inputs are computed in float32 (as the reference does).
+    Every dtype runs natively: float16/bfloat16 inputs are sampled and multiplied in their
+    own storage with float32 arithmetic (see ``ops/dcn/csrc/cpu``), never converted whole.
 
     Raises:
         BackendUnavailable: the library cannot be built or loaded, or it has no kernels for
@@ -80,9 +81,6 @@ def _load_native(device_type: str) -> KernelFn:
 
 
 def _native_forward(x, offset, mask, weight, bias, stride, padding, dilation):
-    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
-        tensors = [t.float() if t is not None else None for t in (x, offset, mask, weight, bias)]
-        return torch.ops.vidrestore.deform_conv2d(*tensors, stride, padding, dilation).to(x.dtype)
     return torch.ops.vidrestore.deform_conv2d(x, offset, mask, weight, bias, stride, padding, dilation)
 
 
