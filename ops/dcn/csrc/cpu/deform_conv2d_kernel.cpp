@@ -156,12 +156,14 @@ struct SamplePlan {
   std::vector<A> weight[4];       // bilinear weight times the modulation (0 for a corner outside)
   std::vector<A> frac_y, frac_x;  // position inside the cell
   std::vector<A> modulation;      // mask (1 without one), 0 for a sample outside the image
+  std::vector<A> dot[4];          // backward: sum over the channels of column gradient * corner i
 
   explicit SamplePlan(int64_t tile) : row(tile), col(tile), ones(tile, T(1)), frac_y(tile),
                                       frac_x(tile), modulation(tile) {
     for (int i = 0; i < 4; ++i) {
       index[i].resize(tile);
       weight[i].resize(tile);
+      dot[i].resize(tile);
     }
   }
 };
@@ -408,35 +410,100 @@ VIDRESTORE_INLINE void sample_and_scatter_run(const C* __restrict grad, const T*
     }                                               \
   }
 
+// Samples one channel run of the tile's columns with the plan of its kernel point and
+// deformable group: columns[t * row_length + c] for the run's `length` channels, read from
+// x and `zeros` (C zeros: what a corner outside the image reads), both from the run's first
+// channel.
+template <int L, typename T, typename C, typename A>
+VIDRESTORE_INLINE void sample_run(const SamplePlan<A, T>& plan, int64_t count, const T* x,
+                                  const T* zeros, int64_t channels, C* columns, int64_t row_length,
+                                  int64_t length) {
+  for (int64_t t = 0; t < count; ++t) {
+    const T* v[4];
+    A a[4];
+    for (int i = 0; i < 4; ++i) {
+      const int32_t index = plan.index[i][t];
+      v[i] = index >= 0 ? x + int64_t(index) * channels : zeros;
+      a[i] = plan.weight[i][t];
+    }
+    blend_run<L>(columns + t * row_length, v[0], v[1], v[2], v[3], a, length);
+  }
+}
+
+// The backward of one channel run (see sample_run): samples the columns again, adds each
+// sample's channel sums with its column gradients into plan.dot, and scatters the input
+// gradient into grad_x (in acc_t; `dummy`: 4*C values that corners outside the image write to).
+template <int L, typename T, typename C, typename A>
+VIDRESTORE_INLINE void sample_and_scatter_run_tile(SamplePlan<A, T>& plan, int64_t count,
+                                                   const T* x, const T* zeros, A* grad_x, A* dummy,
+                                                   int64_t channels, const C* grad_columns,
+                                                   C* columns, int64_t row_length, int64_t length) {
+  for (int64_t t = 0; t < count; ++t) {
+    const T* v[4];
+    A* gx[4];
+    A a[4];
+    for (int i = 0; i < 4; ++i) {
+      const int32_t index = plan.index[i][t];
+      v[i] = index >= 0 ? x + int64_t(index) * channels : zeros;
+      gx[i] = index >= 0 ? grad_x + int64_t(index) * channels : dummy + i * channels;
+      a[i] = plan.weight[i][t];
+    }
+    A dot[4] = {plan.dot[0][t], plan.dot[1][t], plan.dot[2][t], plan.dot[3][t]};
+    sample_and_scatter_run<L>(grad_columns + t * row_length, v[0], v[1], v[2], v[3], gx[0], gx[1],
+                              gx[2], gx[3], a, columns + t * row_length, dot, length);
+    for (int i = 0; i < 4; ++i) {
+      plan.dot[i][t] = dot[i];
+    }
+  }
+}
+
+// The offset and mask gradients of the tile's samples of one kernel point and deformable
+// group, from the plan and its channel sums (rows of grad_offset and grad_mask from the
+// tile's first pixel; grad_mask may be null). A corner outside the image reads zeros, so its
+// sum is 0: the unrestricted bilinear weights below give the right gradients (and 0 for a
+// sample outside, where m = 0).
+template <typename A, typename T>
+VIDRESTORE_INLINE void offset_and_mask_grads(const SamplePlan<A, T>& plan, int64_t count,
+                                             T* __restrict grad_offset_y, T* __restrict grad_offset_x,
+                                             T* __restrict grad_mask) {
+  const A* __restrict fy = plan.frac_y.data();
+  const A* __restrict fx = plan.frac_x.data();
+  const A* __restrict m = plan.modulation.data();
+  const A* __restrict d0 = plan.dot[0].data();
+  const A* __restrict d1 = plan.dot[1].data();
+  const A* __restrict d2 = plan.dot[2].data();
+  const A* __restrict d3 = plan.dot[3].data();
+#pragma omp simd
+  for (int64_t t = 0; t < count; ++t) {
+    store(grad_offset_y[t], m[t] * ((1 - fx[t]) * (d2[t] - d0[t]) + fx[t] * (d3[t] - d1[t])));
+    store(grad_offset_x[t], m[t] * ((1 - fy[t]) * (d1[t] - d0[t]) + fy[t] * (d3[t] - d2[t])));
+  }
+  if (grad_mask) {
+#pragma omp simd
+    for (int64_t t = 0; t < count; ++t) {
+      store(grad_mask[t], (1 - fy[t]) * ((1 - fx[t]) * d0[t] + fx[t] * d1[t]) +
+                              fy[t] * ((1 - fx[t]) * d2[t] + fx[t] * d3[t]));
+    }
+  }
+}
+
 // Samples the tile's columns (count x K*C, row-major) for output pixels
-// [p_begin, p_begin + count). `zeros` holds C zeros (what a corner outside the image reads).
+// [p_begin, p_begin + count). `zeros` holds C zeros.
 template <typename T, typename C>
 VIDRESTORE_INLINE void sample_tile_impl(const DeformConvShape& s, const ChannelRuns& runs,
                                         const ImageArgs<T>& img, SamplePlan<acc_type<T>, T>& plan,
                                         int64_t p_begin, int64_t count, const T* zeros, C* columns) {
-  using A = acc_type<T>;
-  const int64_t channels = s.in_channels;
-  const int64_t row_length = s.points() * channels;
-  const int64_t per_group = s.channels_per_group();
+  const int64_t row_length = s.points() * s.in_channels;
   plan_tile_origins(s, p_begin, count, plan);
   // (k, g) outer, pixels inner: neighbouring pixels sample neighbouring input pixels.
   for (int64_t k = 0; k < s.points(); ++k) {
     for (int64_t g = 0; g < s.deform_groups; ++g) {
       plan_samples(s, img, k, g, count, plan);
-      for (int64_t t = 0; t < count; ++t) {
-        const T* v[4];
-        A a[4];
-        for (int i = 0; i < 4; ++i) {
-          const int32_t index = plan.index[i][t];
-          v[i] = index >= 0 ? img.x + int64_t(index) * channels : zeros;
-          a[i] = plan.weight[i][t];
-        }
-        C* row = columns + t * row_length + k * per_group;
-        for (const ChannelRun& run : runs[g]) {
-          const int64_t c = run.channel;
-          VIDRESTORE_DISPATCH_RUN_LENGTH(run.length,
-              blend_run<L>(row + run.column, v[0] + c, v[1] + c, v[2] + c, v[3] + c, a, run.length))
-        }
+      for (const ChannelRun& run : runs[g]) {
+        C* run_columns = columns + run.column + k * s.channels_per_group();
+        VIDRESTORE_DISPATCH_RUN_LENGTH(run.length,
+            sample_run<L>(plan, count, img.x + run.channel, zeros + run.channel, s.in_channels,
+                          run_columns, row_length, run.length))
       }
     }
   }
@@ -454,48 +521,26 @@ VIDRESTORE_INLINE void sample_and_scatter_tile_impl(
     T* grad_mask) {
   using A = acc_type<T>;
   const int64_t pixels = s.out_pixels();
-  const int64_t channels = s.in_channels;
-  const int64_t row_length = s.points() * channels;
-  const int64_t per_group = s.channels_per_group();
+  const int64_t row_length = s.points() * s.in_channels;
   plan_tile_origins(s, p_begin, count, plan);
   for (int64_t k = 0; k < s.points(); ++k) {
     for (int64_t g = 0; g < s.deform_groups; ++g) {
       const int64_t gk = g * s.points() + k;
       plan_samples(s, img, k, g, count, plan);
-      for (int64_t t = 0; t < count; ++t) {
-        const T* v[4];
-        A* gx[4];
-        A a[4];
-        for (int i = 0; i < 4; ++i) {
-          const int32_t index = plan.index[i][t];
-          v[i] = index >= 0 ? img.x + int64_t(index) * channels : zeros;
-          gx[i] = index >= 0 ? grad_x + int64_t(index) * channels : dummy + i * channels;
-          a[i] = plan.weight[i][t];
-        }
-        // dot[i] = sum over the group's channels of grad_column * corner i (0 outside).
-        A dot[4] = {0, 0, 0, 0};
-        const C* grad_row = grad_columns + t * row_length + k * per_group;
-        C* row = columns + t * row_length + k * per_group;
-        for (const ChannelRun& run : runs[g]) {
-          const int64_t c = run.channel;
-          VIDRESTORE_DISPATCH_RUN_LENGTH(run.length,
-              sample_and_scatter_run<L>(grad_row + run.column, v[0] + c, v[1] + c, v[2] + c,
-                                        v[3] + c, gx[0] + c, gx[1] + c, gx[2] + c, gx[3] + c, a,
-                                        row + run.column, dot, run.length))
-        }
-        // A corner outside the image reads zeros, so its dot is 0: the unrestricted bilinear
-        // weights below give the right gradients (and 0 for a sample outside, where m = 0).
-        const A fy = plan.frac_y[t], fx = plan.frac_x[t], m = plan.modulation[t];
-        const A d_y = (1 - fx) * (dot[2] - dot[0]) + fx * (dot[3] - dot[1]);
-        const A d_x = (1 - fy) * (dot[1] - dot[0]) + fy * (dot[3] - dot[2]);
-        const int64_t p = p_begin + t;
-        store(grad_offset[(2 * gk) * pixels + p], m * d_y);
-        store(grad_offset[(2 * gk + 1) * pixels + p], m * d_x);
-        if (grad_mask) {
-          store(grad_mask[gk * pixels + p],
-                (1 - fy) * ((1 - fx) * dot[0] + fx * dot[1]) + fy * ((1 - fx) * dot[2] + fx * dot[3]));
-        }
+      for (int i = 0; i < 4; ++i) {
+        std::fill_n(plan.dot[i].begin(), count, A(0));
       }
+      for (const ChannelRun& run : runs[g]) {
+        const int64_t column = run.column + k * s.channels_per_group();
+        VIDRESTORE_DISPATCH_RUN_LENGTH(run.length,
+            sample_and_scatter_run_tile<L>(plan, count, img.x + run.channel, zeros + run.channel,
+                                           grad_x + run.channel, dummy + run.channel, s.in_channels,
+                                           grad_columns + column, columns + column, row_length,
+                                           run.length))
+      }
+      offset_and_mask_grads(plan, count, grad_offset + (2 * gk) * pixels + p_begin,
+                            grad_offset + (2 * gk + 1) * pixels + p_begin,
+                            grad_mask ? grad_mask + gk * pixels + p_begin : nullptr);
     }
   }
 }
@@ -526,11 +571,12 @@ VIDRESTORE_SAMPLING_VARIANTS(at::BFloat16, at::BFloat16)
 VIDRESTORE_SAMPLING_VARIANTS(at::BFloat16, float)
 VIDRESTORE_SAMPLING_VARIANTS(at::Half, float)
 
-// Output pixels per tile: the tile's columns (pixels x K*C) take about 256 KiB (measured best
-// of 64 KiB..1 MiB on a 1 MiB-L2 core for EDVR's shape).
+// Output pixels per tile: the tile's columns (pixels x K*C) take about 512 KiB (for EDVR's
+// shape on a 1 MiB-L2 core, float32 and bfloat16: 256 KiB and 1 MiB were as fast or 3-5%
+// slower, 128 KiB 10% slower).
 int64_t tile_pixels(const DeformConvShape& s, size_t column_element_size) {
   const int64_t row_bytes = s.points() * s.in_channels * static_cast<int64_t>(column_element_size);
-  return std::max<int64_t>(8, std::min<int64_t>(512, (256 * 1024) / std::max<int64_t>(row_bytes, 1)));
+  return std::max<int64_t>(8, std::min<int64_t>(512, (512 * 1024) / std::max<int64_t>(row_bytes, 1)));
 }
 
 // The weight as (Cout, K * C/groups), columns ordered (kernel point, channel): matches
