@@ -40,10 +40,10 @@ def deform_conv2d(
             ``$VIDRESTORE_DCN`` (default "auto"). Chosen once per process and device type
             of x; see ``ops.dcn.backends``.
 
-    Under autocast on the CPU with the native backend the op runs in the autocast dtype, as
+    Under bfloat16 autocast on the CPU with the native backend the op runs in bfloat16, as
     ``F.conv2d`` does (the kernel samples with float32 coordinates and accumulates in float32),
-    and returns that dtype. Elsewhere (torchvision or reference backend, CUDA) it runs in
-    float32 and returns the dtype of x, as torchvision's op.
+    and returns bfloat16. Otherwise (torchvision or reference backend, CUDA, float16) it runs
+    in float32 and returns the dtype of x, as torchvision's op.
 
     Returns:
         (B, Cout, Ho, Wo) with Ho = (H + 2*pad - dilation*(kh-1) - 1) // stride + 1.
@@ -70,13 +70,15 @@ def deform_conv2d(
 def _autocast_dtype(device_type: str, backend: str | None) -> torch.dtype:
     """The dtype the op runs in under autocast on ``device_type``.
 
-    Our native CPU kernel computes bfloat16/float16 natively (16-bit storage, float32
-    coordinates and sums): it runs in the autocast dtype, as F.conv2d. torchvision's kernel,
-    the reference and our CUDA kernel (not measured on a GPU yet) keep torchvision's rule:
-    float32, which the sampling coordinates need when they are computed in the input dtype.
+    Our native CPU kernel computes bfloat16 natively (bfloat16 storage, float32 coordinates and
+    sums): under bfloat16 autocast it runs in bfloat16, as F.conv2d. torchvision's kernel, the
+    reference, our CUDA kernel (not measured on a GPU yet) and float16 on the CPU (computed in
+    float32 anyway) keep torchvision's rule: float32, which the sampling coordinates need where
+    they are computed in the input dtype.
     """
-    if device_type == "cpu" and get_backend(backend, device_type).name == "native":
-        return torch.get_autocast_dtype(device_type)
+    dtype = torch.get_autocast_dtype(device_type)
+    if device_type == "cpu" and dtype == torch.bfloat16 and get_backend(backend, "cpu").name == "native":
+        return dtype
     return torch.float32
 
 def conv_output_size(

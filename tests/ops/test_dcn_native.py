@@ -122,13 +122,14 @@ def test_native_is_correct_for_any_thread_count(native, threads, batch):
         torch.set_num_threads(previous)
 
 
-# ---- 16-bit CPU kernels -------------------------------------------------------------------------
+# ---- bfloat16 and float16 on the CPU -----------------------------------------------------------
 
-# The CPU kernel's ways of computing 16-bit inputs (csrc/cpu): bfloat16 columns multiplied by oneDNN
-# where the CPU has AVX512-BF16 dot products, float32 columns otherwise (float16 always; bfloat16
-# without those dot products, or with oneDNN disabled, the switch these tests use to reach that path).
+# The ways 16-bit CPU inputs are computed: bfloat16 natively, its columns multiplied in bfloat16 by
+# oneDNN where the CPU has AVX512-BF16 dot products, else in float32 (without those dot products,
+# or with oneDNN disabled: the switch these tests use to reach that path); float16 in float32
+# (ops/dcn/backends.py).
 LOW_PRECISION_PATHS = [(torch.bfloat16, True), (torch.bfloat16, False), (torch.float16, True)]
-LOW_PRECISION_IDS = ["bfloat16", "bfloat16-float32-columns", "float16"]
+LOW_PRECISION_IDS = ["bfloat16", "bfloat16-float32-columns", "float16-via-float32"]
 
 
 @contextlib.contextmanager
@@ -180,32 +181,36 @@ def test_native_low_precision_matches_float64_reference(native, case, dtype, one
         assert_low_precision_close_to_float64(tensors, kwargs, dtype)
 
 
-@pytest.mark.parametrize("dtype,onednn", LOW_PRECISION_PATHS, ids=LOW_PRECISION_IDS)
-def test_native_low_precision_never_converts_the_inputs_to_float32(native, dtype, onednn, one_thread):
-    """The op gets the 16-bit tensors themselves, and its GEMMs multiply bfloat16 where the CPU
+@pytest.mark.parametrize("onednn", [True, False], ids=["oneDNN", "oneDNN-off"])
+def test_native_bfloat16_never_converts_the_inputs_to_float32(native, onednn, one_thread):
+    """The op gets the bfloat16 tensors themselves, and its GEMMs multiply bfloat16 where the CPU
     has bfloat16 dot products (and oneDNN is on), float32 tiles of columns otherwise."""
     from torch.profiler import profile
 
-    tensors, kwargs = make_inputs(CASES[-1], dtype)
+    tensors, kwargs = make_inputs(CASES[-1], torch.bfloat16)
     with onednn_enabled(onednn), profile(record_shapes=True) as prof:
         outputs_and_grads(tensors, kwargs, "native")
     events = prof.events()
-    tensor_dtypes = {torch.bfloat16: "c10::BFloat16", torch.float16: "c10::Half"}
     op_calls = [e for e in events if e.name.startswith("vidrestore::deform_conv2d")]
     assert len(op_calls) == 2  # forward and backward
     for call in op_calls:
         tensor_inputs = {d for d in call.input_dtypes if not d.startswith("Scalar")}
-        assert tensor_inputs == {tensor_dtypes[dtype]}, call.name
+        assert tensor_inputs == {"c10::BFloat16"}, call.name
     gemm_inputs = {d for e in events if e.name in ("aten::addmm_", "aten::mm") for d in e.input_dtypes[:3]}
-    native_bf16 = dtype == torch.bfloat16 and onednn and cpu_has_bfloat16_dot_products()
-    assert gemm_inputs == ({"c10::BFloat16"} if native_bf16 else {"float"})
+    assert gemm_inputs == ({"c10::BFloat16"} if onednn and cpu_has_bfloat16_dot_products() else {"float"})
 
 
-@pytest.mark.parametrize("dtype,onednn", LOW_PRECISION_PATHS, ids=LOW_PRECISION_IDS)
+def test_native_cpu_kernel_names_the_dtypes_it_computes(native):
+    """float16 reaches the CPU kernel only through a direct torch.ops call: a clear error."""
+    t, kwargs = make_inputs(CASES[0], torch.float16)
+    with pytest.raises(RuntimeError, match="Half is not supported .*computes float16 CPU inputs in float32"):
+        torch.ops.vidrestore.deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"],
+                                           kwargs["stride"], kwargs["padding"], kwargs["dilation"])
+
+
+@pytest.mark.parametrize("dtype,onednn", LOW_PRECISION_PATHS[:2], ids=LOW_PRECISION_IDS[:2])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_native_low_precision_is_deterministic_and_correct_for_any_thread_count(
-    native, dtype, onednn, threads
-):
+def test_native_bfloat16_is_deterministic_and_correct_for_any_thread_count(native, dtype, onednn, threads):
     """Whole images per slot, or one image split in bands with private float32 input-gradient
     buffers: every split gives the right result, bit-identically from run to run."""
     case = DcnCase(batch=1 + threads % 2, in_channels=32, out_channels=32, height=24, width=20,

@@ -7,13 +7,14 @@
 // channels) are sampled into a small buffer that stays in cache and multiplied at
 // once with the weight (GEMM through at::addmm_).
 //
-// Types: the tensors' dtype (double, float, bfloat16, float16) is only their storage.
-// Coordinates, bilinear weights and every sum are computed in acc_t (float for the 16-bit
-// types, at::opmath_type). The columns and the GEMM operands are col_t: the storage type
-// where the CPU multiplies it natively (double, float; bfloat16 on CPUs with AVX512-BF16
-// dot products, through oneDNN), else acc_t (float16, or bfloat16 elsewhere: the tile's
-// columns are sampled into float32 and multiplied in float32). No input is converted as a
-// whole; the input gradient and the weight gradient are accumulated in acc_t.
+// Types: the tensors' dtype (double, float, bfloat16) is only their storage. Coordinates,
+// bilinear weights and every sum are computed in acc_t (float for bfloat16, at::opmath_type).
+// The columns and the GEMM operands are col_t: the storage type where the CPU multiplies it
+// natively (double, float; bfloat16 on CPUs with AVX512-BF16 dot products, through oneDNN),
+// else acc_t (bfloat16 elsewhere: the tile's columns are sampled into float32 and multiplied
+// in float32). No input is converted as a whole; the input and weight gradients are
+// accumulated in acc_t. (float16 is computed in float32 by ops/dcn/backends.py: without fast
+// float16 conversions and GEMMs on the CPUs at hand a native float16 path was slower.)
 //
 // The sampling plan is computed for one (kernel point, deformable group) at a time, for
 // the tile's pixels (vectorised, a few KiB that stay in L1), and used at once: in the
@@ -59,7 +60,7 @@ namespace ops {
 namespace {
 
 template <typename scalar_t>
-using acc_type = at::opmath_type<scalar_t>;  // float for float, bfloat16 and float16
+using acc_type = at::opmath_type<scalar_t>;  // float for float and bfloat16
 
 // Whether bfloat16 columns are multiplied as bfloat16: the CPU has AVX512-BF16 dot
 // products (checked once, when first asked) and oneDNN is enabled (ATen's bfloat16 GEMM
@@ -74,14 +75,12 @@ bool multiplies_bfloat16_natively() {
 }
 
 // Element conversions between the storage type T and acc_t A that the compiler vectorises:
-// the 16-bit types are read and written as their bits (GCC does not vectorise loads and stores
-// of c10's BFloat16/Half structs, nor c10's branch for NaN). Rounding as c10's: to nearest even.
+// bfloat16 is read and written as its bits (GCC does not vectorise loads and stores of c10's
+// BFloat16 struct, nor c10's branch for NaN). Rounding as c10's: to nearest even.
 template <typename A, typename T>
 VIDRESTORE_INLINE A load(const T& value) {
   if constexpr (std::is_same_v<T, at::BFloat16>) {
     return c10::detail::f32_from_bits(value.x);
-  } else if constexpr (std::is_same_v<T, at::Half>) {
-    return c10::detail::fp16_ieee_to_fp32_value(value.x);
   } else {
     return static_cast<A>(value);
   }
@@ -94,8 +93,6 @@ VIDRESTORE_INLINE void store(T& destination, A value) {
     const uint32_t bits = c10::bit_cast<uint32_t>(static_cast<float>(value));
     const uint32_t rounded = (bits + UINT32_C(0x7FFF) + ((bits >> 16) & 1)) >> 16;
     destination.x = static_cast<uint16_t>(value != value ? UINT32_C(0x7FC0) : rounded);
-  } else if constexpr (std::is_same_v<T, at::Half>) {
-    destination.x = c10::detail::fp16_ieee_from_fp32_value(value);
   } else {
     destination = static_cast<T>(value);
   }
@@ -205,7 +202,7 @@ VIDRESTORE_INLINE void plan_samples(const DeformConvShape& s, const ImageArgs<T>
   A* __restrict frac_x = plan.frac_x.data();
   A* __restrict modulation = plan.modulation.data();
   // Branch-free (bitwise & on bools, selects) so that it vectorises. Coordinates are
-  // computed in A (float for 16-bit offsets): the integer part is exact.
+  // computed in A (float for bfloat16 offsets): the integer part is exact.
 #pragma omp simd
   for (int64_t t = 0; t < count; ++t) {
     const A y = A(row[t] + tap_y) + load<A>(offset_y[t]);
@@ -244,7 +241,7 @@ VIDRESTORE_INLINE void plan_samples(const DeformConvShape& s, const ImageArgs<T>
 
 // Eight channels at a time, in acc_t: a GCC/Clang vector type, compiled for the instruction set
 // of each clone (one AVX register, two SSE registers, ...). The channel loops are written with
-// it rather than left to the auto-vectoriser, which vectorises the 16-bit conversions of
+// it rather than left to the auto-vectoriser, which vectorises the bfloat16 conversions of
 // some instantiations and not of others.
 // Other compilers get the scalar loops that follow each vector loop. (The vector values never
 // cross a function boundary that is not inlined: GCC's notes about passing them without AVX
@@ -275,17 +272,14 @@ typedef uint32_t Bits32x8 __attribute__((vector_size(32)));
 // values[0..8) as acc_t.
 template <typename A, typename T>
 VIDRESTORE_INLINE Vec8<A> load8(const T* values) {
+  static_assert(std::is_same_v<T, A> || std::is_same_v<T, at::BFloat16>);
   Vec8<A> v;
   if constexpr (std::is_same_v<T, A>) {
     std::memcpy(&v, values, sizeof(v));
-  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
+  } else {
     Bits16x8 bits;
     std::memcpy(&bits, values, sizeof(bits));
     v = reinterpret_cast<Vec8<A>>(__builtin_convertvector(bits, Bits32x8) << 16);
-  } else {
-    for (int i = 0; i < 8; ++i) {
-      v[i] = load<A>(values[i]);
-    }
   }
   return v;
 }
@@ -293,18 +287,15 @@ VIDRESTORE_INLINE Vec8<A> load8(const T* values) {
 // destination[0..8) = v, rounded as store() does.
 template <typename A, typename T>
 VIDRESTORE_INLINE void store8(T* destination, Vec8<A> v) {
+  static_assert(std::is_same_v<T, A> || std::is_same_v<T, at::BFloat16>);
   if constexpr (std::is_same_v<T, A>) {
     std::memcpy(destination, &v, sizeof(v));
-  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
+  } else {
     const Bits32x8 bits = reinterpret_cast<Bits32x8>(v);
     const Bits32x8 rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
     const Bits32x8 nan = Bits32x8{} + 0x7FC0;
     const Bits16x8 result = __builtin_convertvector(v != v ? nan : rounded, Bits16x8);
     std::memcpy(destination, &result, sizeof(result));
-  } else {
-    for (int i = 0; i < 8; ++i) {
-      store(destination[i], v[i]);
-    }
   }
 }
 
@@ -569,7 +560,6 @@ VIDRESTORE_SAMPLING_VARIANTS(double, double)
 VIDRESTORE_SAMPLING_VARIANTS(float, float)
 VIDRESTORE_SAMPLING_VARIANTS(at::BFloat16, at::BFloat16)
 VIDRESTORE_SAMPLING_VARIANTS(at::BFloat16, float)
-VIDRESTORE_SAMPLING_VARIANTS(at::Half, float)
 
 // Output pixels per tile: the tile's columns (pixels x K*C) take about 512 KiB (for EDVR's
 // shape on a 1 MiB-L2 core, float32 and bfloat16: 256 KiB and 1 MiB were as fast or 3-5%
@@ -788,10 +778,9 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& o
       return multiplies_bfloat16_natively()
                  ? forward_typed<at::BFloat16, at::BFloat16>(in, weight_in, bias_in, out)
                  : forward_typed<at::BFloat16, float>(in, weight_in, bias_in, out);
-    case at::kHalf:
-      return forward_typed<at::Half, float>(in, weight_in, bias_in, out);
     default:
-      TORCH_CHECK(false, "deform_conv2d (CPU kernel): unsupported dtype ", x_in.scalar_type());
+      TORCH_CHECK(false, "deform_conv2d (CPU kernel): ", x_in.scalar_type(), " is not supported (double, "
+                  "float, bfloat16); ops.dcn.deform_conv2d computes float16 CPU inputs in float32");
   }
 }
 
@@ -964,11 +953,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                                               grad_weight);
         }
         break;
-      case at::kHalf:
-        backward_typed<at::Half, float>(in, grad_out, weight_in, grad_x, grad_offset, grad_mask, grad_weight);
-        break;
       default:
-        TORCH_CHECK(false, "deform_conv2d (CPU kernel): unsupported dtype ", dtype);
+        TORCH_CHECK(false, "deform_conv2d (CPU kernel): ", dtype, " is not supported (double, float, "
+                    "bfloat16); ops.dcn.deform_conv2d computes float16 CPU inputs in float32");
     }
   }
   // Back to the weight's layout (Cout, C/groups, kh, kw) and the inputs' dtype.
