@@ -45,6 +45,7 @@ from models.bicubic import BicubicUpsampler
 from models.outputs import check_location, check_output_file, check_replaceable
 from models.restoration import (Engine, GroundTruthFolder, PngFolderSink, Tiling, VideoFileSink, WindowSchedule,
                                 prepare_for_inference, release_freed_activations, restore_clip)
+from models.restoration.engine import PRECISION_CHOICES, choose_precision
 from models.restoration.sinks import VIDEO_FOURCC
 from options import cli
 from options.weights import network_from_weights
@@ -70,10 +71,12 @@ def main(argv: list[str] | None = None) -> list[EvalResult] | dict:
     if args.opt is None:
         parser.error("give -opt OPTIONS.yml (evaluation) or --input/--model/--output (restoration)")
     opts = options.load(args.opt, args.set)
-    return run(opts, bicubic=args.bicubic)
+    return run(opts, bicubic=args.bicubic, precision=args.precision or "fp32")
 
 
-def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
+def run(opts: options.Options, bicubic: bool = False, precision: str = "fp32") -> list[EvalResult]:
+    """Evaluate on every test set in ``precision`` (float32 unless asked: published-protocol numbers;
+    tables of another precision are labelled with it, e.g. ``EDVR_bf16``)."""
     if not opts.datasets.test:
         raise options.OptionsError(opts.name, "datasets.test", "test.py needs at least one test set")
     if not opts.path.pretrain_network_g:
@@ -84,7 +87,9 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
     net = opts.network.build()
     load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
     net = prepare_for_inference(net, device)
-    candidates = [(opts.network.type, net)]
+    chosen = choose_precision(precision, device)
+    logger.info("precision: %s (%s)", chosen.name, chosen.reason)
+    candidates = [(opts.network.type if chosen.name == "fp32" else f"{opts.network.type}_{chosen.name}", net)]
     if bicubic:  # the baseline, at any frame size (no padding)
         candidates.append(("bicubic", BicubicUpsampler(net.num_frame, net.center_frame_idx, net.scale)))
 
@@ -95,7 +100,8 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
     for number, test in enumerate(opts.datasets.test):
         dataset = test.dataset.build()
         for label, model in candidates:
-            result = evaluate(Engine(model), dataset, test.name, opts.val.metrics, device, num_workers=test.num_worker,
+            engine = Engine(model, precision=chosen.dtype if model is net else None)
+            result = evaluate(engine, dataset, test.name, opts.val.metrics, device, num_workers=test.num_worker,
                               images=out_dir / test.name / label if opts.val.save_img else None)
             if not result.clips:
                 raise options.OptionsError(opts.name, f"datasets.test[{number}].dataset.dataroot_gt",
@@ -157,8 +163,14 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-gaps", action="store_true",
                        help="restore a folder whose frame numbering has gaps (missing frames) as if it had none")
     precision = group.add_mutually_exclusive_group()
-    precision.add_argument("--half", action="store_true", help="float16 autocast (GPU)")
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    precision.add_argument("--precision", choices=PRECISION_CHOICES,
+                           help="arithmetic of the network (default: auto when restoring: bfloat16 on CPUs with "
+                                "AVX512-BF16 or AMX and on GPUs that support it, else float32; fp32 for -opt "
+                                "evaluation); fp16 needs a CUDA GPU")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="same as --precision bf16")
+    precision.add_argument("--half", dest="precision", action="store_const", const="fp16",
+                           help="same as --precision fp16")
     group.add_argument("--overwrite", action="store_true",
                        help="replace an earlier result of ours in --output / the --video file (nothing else "
                             "is ever deleted)")
@@ -178,8 +190,9 @@ def check_restore_arguments(args: argparse.Namespace) -> None:
         raise cli.UsageError("test.py --input: give --output DIR (PNG frames) and/or --video FILE")
     if args.compare and args.output is None:
         raise cli.UsageError("--compare saves its panels into OUTPUT/compare: give --output too")
-    if args.half and not torch.cuda.is_available():
-        raise cli.UsageError("--half needs a CUDA GPU (float16 on CPU is slow and inaccurate); use --bf16 on CPU")
+    if args.precision == "fp16" and not torch.cuda.is_available():
+        raise cli.UsageError("--precision fp16 (--half) needs a CUDA GPU (float16 on CPU is slow and inaccurate); "
+                             "use --precision auto or bf16 on CPU")
     inputs = [p for p in (args.input, args.model, args.gt, args.opt and Path(args.opt)) if p is not None]
     if args.output is not None:
         check_location(args.output, inputs)
@@ -209,8 +222,9 @@ def restore(args: argparse.Namespace) -> dict:
     if args.tile is not None and (args.tile % net.size_multiple or args.tile_overlap % net.size_multiple):
         raise cli.UsageError(f"--tile {args.tile} and --tile-overlap {args.tile_overlap} must be multiples of "
                              f"{net.size_multiple} for this network")
-    precision = torch.float16 if args.half else torch.bfloat16 if args.bf16 else None
-    engine = Engine(net, precision=precision, tiling=Tiling(args.tile, args.tile_overlap))
+    precision = choose_precision(args.precision or "auto", device)
+    logger.info("precision: %s (%s)", precision.name, precision.reason)
+    engine = Engine(net, precision=precision.dtype, tiling=Tiling(args.tile, args.tile_overlap))
     source = VideoFolderDataset(args.input, num_frame=net.num_frame, padding=args.padding, allow_gaps=args.allow_gaps)
     (height, width, _), scale = source.shape, net.scale
     compare = {i for i in args.compare if i < len(source)}
