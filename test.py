@@ -101,7 +101,8 @@ def run(opts: options.Options, bicubic: bool = False, precision: str = "fp32") -
         dataset = test.dataset.build()
         for label, model in candidates:
             engine = Engine(model, precision=chosen.dtype if model is net else None)
-            result = evaluate(engine, dataset, test.name, opts.val.metrics, device, num_workers=test.num_worker,
+            result = evaluate(engine, dataset, test.name, opts.val.metrics, device,
+                              num_workers=test.num_worker,
                               images=out_dir / test.name / label if opts.val.save_img else None)
             if not result.clips:
                 raise options.OptionsError(opts.name, f"datasets.test[{number}].dataset.dataroot_gt",
@@ -164,9 +165,9 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
                        help="restore a folder whose frame numbering has gaps (missing frames) as if it had none")
     precision = group.add_mutually_exclusive_group()
     precision.add_argument("--precision", choices=PRECISION_CHOICES,
-                           help="arithmetic of the network (default: auto when restoring: bfloat16 on CPUs with "
-                                "AVX512-BF16 or AMX and on GPUs that support it, else float32; fp32 for -opt "
-                                "evaluation); fp16 needs a CUDA GPU")
+                           help="arithmetic of the network (default: auto when restoring: bfloat16 on CPUs "
+                                "with AVX512-BF16 or AMX and on GPUs that support it, else float32; fp32 for "
+                                "-opt evaluation); fp16 needs a CUDA GPU")
     precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                            help="same as --precision bf16")
     precision.add_argument("--half", dest="precision", action="store_const", const="fp16",
@@ -191,8 +192,8 @@ def check_restore_arguments(args: argparse.Namespace) -> None:
     if args.compare and args.output is None:
         raise cli.UsageError("--compare saves its panels into OUTPUT/compare: give --output too")
     if args.precision == "fp16" and not torch.cuda.is_available():
-        raise cli.UsageError("--precision fp16 (--half) needs a CUDA GPU (float16 on CPU is slow and inaccurate); "
-                             "use --precision auto or bf16 on CPU")
+        raise cli.UsageError("--precision fp16 (--half) needs a CUDA GPU (float16 on CPU is slow and "
+                             "inaccurate); use --precision auto or bf16 on CPU")
     inputs = [p for p in (args.input, args.model, args.gt, args.opt and Path(args.opt)) if p is not None]
     if args.output is not None:
         check_location(args.output, inputs)

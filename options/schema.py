@@ -326,8 +326,8 @@ class TrainOptions:
     grad_clip: float | None = option(None, above=0, maximum=10**6, doc="clip the gradient norm to this value "
                                                                        "(null: off)")
     amp: Literal["none", "bf16", "fp16", "auto"] = option(
-        "none", doc="mixed precision (fp16 uses a GradScaler); auto: bf16 where the hardware computes it natively "
-                    "(CPUs with AVX512-BF16 or AMX, GPUs that support it), else none")
+        "none", doc="mixed precision (fp16 uses a GradScaler); auto: bf16 where the hardware computes it "
+                    "natively (CPUs with AVX512-BF16 or AMX, GPUs that support it), else none")
     max_nonfinite_steps: int = option(10, minimum=1, maximum=10**6, doc="a step whose loss is NaN/inf is skipped "
                                                                         "with a warning; this many in a row stop "
                                                                         "the training")

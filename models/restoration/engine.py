@@ -81,9 +81,11 @@ def prepare_for_inference(net: nn.Module, device: torch.device) -> nn.Module:
     return net
 
 
-PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,  # None: the network's own (float32)
+}
 PRECISION_CHOICES = ("auto", *PRECISION_DTYPES)
-# CPU features that multiply bfloat16 natively (/proc/cpuinfo flag names): AVX512-BF16 dot products, AMX tiles.
+# CPU features that multiply bfloat16 natively (/proc/cpuinfo names): AVX512-BF16 dot products, AMX.
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -1,16 +1,18 @@
 """EDVR-M restoration speed and peak memory: ours vs the reference way, in one run.
 
-    python scripts/bench/inference.py [--frames 3] [--configs ...] [--device cpu|cuda]
+    python scripts/bench/inference.py [--frames 3] [--rounds 2] [--configs ...] [--device cpu|cuda]
 
 Each configuration runs in its own process (so its peak memory is its own) and restores
-``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
-"ours" is the restoration stream in the precision ``test.py --input`` picks by default
-(``--precision auto``: bfloat16 on CPUs with AVX512-BF16/AMX and GPUs that support it) or a named one, (``models.restoration``: ``Engine`` on a network from
+``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame;
+``--rounds`` repeats the list of configurations in order (round-robin).
+"ours" is the restoration stream (``models.restoration``: ``Engine`` on a network from
 ``prepare_for_inference``, ``WindowSchedule``, ``RestorationStream``) with test.py's allocator
-settings: the path ``test.py --input`` takes. The peer is what the reference
-implementations (BasicSR, EDVR) do: one plain forward per 5-frame window, NCHW, float32,
-torchvision's DCN kernel. Printed: seconds per frame, frames/s, peak memory (RSS; on CUDA
-also the peak allocated GPU memory) and the time ratio to the peer of the same size and device.
+settings: the path ``test.py --input`` takes, in the precision it picks by default
+(``--precision auto``: bfloat16 on CPUs with AVX512-BF16/AMX and GPUs that support it) or a named
+one. The peer is what the reference implementations (BasicSR, EDVR) do: one plain forward per
+5-frame window, NCHW, float32, torchvision's DCN kernel. Printed: seconds per frame, peak memory
+(RSS; on CUDA also the peak allocated GPU memory) and the speed-up over the peer of the same size
+and device in the same round, as median [min-max] over the rounds.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Config:
     peer: bool = False  # the reference way instead of ours
     tile: int | None = None
     overlap: int = 0
-    precision: str = "fp32"  # ours: "auto", "fp32", "bf16", "fp16" (models.restoration.engine.choose_precision)
+    precision: str = "fp32"  # ours: "auto", "fp32", "bf16" or "fp16" (see choose_precision)
 
 
 CONFIGS = {
@@ -140,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {platform.machine()}, {where}; "
           f"EDVR-M (random weights), {args.frames} frames each")
-    print(f"# rounds: {args.rounds}; per configuration: median [min-max] over the rounds; speed-up = the peer's "
-          f"s/frame in the same round / the configuration's")
+    print(f"# rounds: {args.rounds}; per configuration: median [min-max] over the rounds; speed-up = the "
+          f"peer's s/frame in the same round / the configuration's")
     results: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.rounds):  # round-robin: a change of machine load hits every configuration alike
         for name in names:
@@ -157,15 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         peer = peers.get(name.split()[0])
         speedups = [p["s_per_frame"] / r["s_per_frame"] for p, r in zip(peer, runs)] if peer else []
         gpu = [r["peak_gpu_mib"] for r in runs if r["peak_gpu_mib"] is not None]
-        print(f"| {name} | {runs[0]['backend']} | {runs[0]['precision']} | "
-              f"{spread([r['s_per_frame'] for r in runs])} | {spread([r['peak_rss_mib'] for r in runs], '.0f')} | "
-              f"{spread(gpu, '.0f') if gpu else '-'} | {spread(speedups) + 'x' if speedups else 'n/a'} |", flush=True)
+        seconds, rss = [r["s_per_frame"] for r in runs], [r["peak_rss_mib"] for r in runs]
+        print(f"| {name} | {runs[0]['backend']} | {runs[0]['precision']} | {spread(seconds)} | "
+              f"{spread(rss, '.0f')} | {spread(gpu, '.0f') if gpu else '-'} | "
+              f"{spread(speedups) + 'x' if speedups else 'n/a'} |", flush=True)
 
 
 def spread(values: list[float], fmt: str = ".2f") -> str:
     """'median [min-max]' of ``values`` (just the value for one)."""
     median = statistics.median(values)
-    return f"{median:{fmt}}" if len(values) == 1 else f"{median:{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+    if len(values) == 1:
+        return f"{median:{fmt}}"
+    return f"{median:{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 if __name__ == "__main__":
     sys.exit(cli.run(main))

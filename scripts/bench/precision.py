@@ -11,9 +11,9 @@ The model (network of ``--opt``, weights ``--weights``) restores, in each precis
   ``bigbuckbunny.mp4`` (1280x720, cropped to multiples of 16; LR = MATLAB bicubic x1/4),
   built in a temporary folder.
 
-Printed: PSNR (as ``val.metrics.psnr`` of ``--opt`` says) per set and precision, and each precision's difference to
-float32. ``choose_precision("auto")`` may pick bfloat16 only where that difference is within
-0.05 dB (docs/benchmarks.md records the figures).
+Printed: PSNR (as ``val.metrics.psnr`` of ``--opt`` says) per set and precision, and each
+precision's difference to float32. ``choose_precision("auto")`` may pick bfloat16 only where that
+difference is within 0.05 dB (docs/benchmarks.md records the figures).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", type=Path, required=True, help="the trained model's weights file")
     parser.add_argument("--opt", default="options/test/demo.yml", help="option file: network and test sets")
-    parser.add_argument("--frames", type=cli.positive_int, default=24, help="held-out video frames to restore")
+    parser.add_argument("--frames", type=cli.positive_int, default=24, help="held-out frames to restore")
     parser.add_argument("--held-out-only", action="store_true", help="skip the test sets of --opt")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISION_DTYPES),
                         help="precisions to compare (fp32 first: the yardstick)")
@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
           + " | ".join(f"{p} - fp32 dB" for p in args.precisions[1:]) + " | seconds per precision |")
     print("|---|" + "---:|" * (2 * len(args.precisions) - 1) + "---|")
     with tempfile.TemporaryDirectory() as tmp:
-        sets = [] if args.held_out_only else [(test.name, test.dataset.build()) for test in opts.datasets.test]
-        sets.append((f"{HELD_OUT_VIDEO} ({args.frames} frames)", held_out_set(Path(tmp), args.frames, net.num_frame)))
+        sets = [] if args.held_out_only else [(t.name, t.dataset.build()) for t in opts.datasets.test]
+        held_out = held_out_set(Path(tmp), args.frames, net.num_frame)
+        sets.append((f"{HELD_OUT_VIDEO} ({args.frames} frames)", held_out))
         for name, dataset in sets:
             psnr, seconds = [], []
             for precision in args.precisions:
