@@ -50,6 +50,7 @@ from models.restoration import (Engine, GroundTruthFolder, PngFolderSink, Tiling
 from models.restoration.encoding import (CODECS, CONTAINERS, PIXEL_FORMATS, FrameTiming, VideoEncoding,
                                          check_encoding, copyable_streams, output_colour)
 from models.restoration.resume import file_digest, input_identity
+from models.restoration.engine import PRECISION_CHOICES, Precision, choose_precision
 from options import cli
 from options.weights import network_from_weights
 
@@ -75,10 +76,12 @@ def main(argv: list[str] | None = None) -> list[EvalResult] | dict:
     if args.opt is None:
         parser.error("give -opt OPTIONS.yml (evaluation) or --input/--model/--output (restoration)")
     opts = options.load(args.opt, args.set)
-    return run(opts, bicubic=args.bicubic)
+    return run(opts, bicubic=args.bicubic, precision=args.precision or "fp32")
 
 
-def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
+def run(opts: options.Options, bicubic: bool = False, precision: str = "fp32") -> list[EvalResult]:
+    """Evaluate on every test set in ``precision`` (float32 unless asked: published-protocol numbers;
+    tables of another precision are labelled with it, e.g. ``EDVR_bf16``)."""
     if not opts.datasets.test:
         raise options.OptionsError(opts.name, "datasets.test", "test.py needs at least one test set")
     if not opts.path.pretrain_network_g:
@@ -89,7 +92,9 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
     net = opts.network.build()
     load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
     net = prepare_for_inference(net, device)
-    candidates = [(opts.network.type, net)]
+    chosen = choose_precision(precision, device)
+    logger.info("precision: %s (%s)", chosen.name, chosen.reason)
+    candidates = [(opts.network.type if chosen.name == "fp32" else f"{opts.network.type}_{chosen.name}", net)]
     if bicubic:  # the baseline, at any frame size (no padding)
         candidates.append(("bicubic", BicubicUpsampler(net.num_frame, net.center_frame_idx, net.scale)))
 
@@ -99,13 +104,16 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
     weights = Path(opts.path.pretrain_network_g)
     protocol = "; ".join(f"{name} on {'Y (BT.601)' if m.test_y_channel else 'RGB'}, crop {m.crop_border}"
                          for name, m in opts.val.metrics.items())
-    settings = {"weights": f"{weights} (sha256 {file_digest(weights)[:12]})", "precision": "float32",
+    settings = {"weights": f"{weights} (sha256 {file_digest(weights)[:12]})",
+                "precision": precision_label(chosen),
                 "protocol": f"{protocol}; outputs quantised to 8 bits"}
     results = []
     for number, test in enumerate(opts.datasets.test):
         dataset = test.dataset.build()
         for label, model in candidates:
-            result = evaluate(Engine(model), dataset, test.name, opts.val.metrics, device, num_workers=test.num_worker,
+            engine = Engine(model, precision=chosen.dtype if model is net else None)
+            result = evaluate(engine, dataset, test.name, opts.val.metrics, device,
+                              num_workers=test.num_worker,
                               images=out_dir / test.name / label if opts.val.save_img else None)
             if not result.clips:
                 raise options.OptionsError(opts.name, f"datasets.test[{number}].dataset.dataroot_gt",
@@ -146,8 +154,9 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema)")
     group.add_argument("--output", type=Path, help="new folder for the restored PNG frames (same names as the input; "
                                                    "a video's frames are named 00000000, 00000001, ...)")
-    group.add_argument("--video", type=Path, help="also (or only) write an encoded video: out.mp4, out.mkv or out.mov "
-                                                  "(each frame keeps the input's timestamp; audio and subtitles copied)")
+    group.add_argument("--video", type=Path,
+                       help="also (or only) write an encoded video: out.mp4, out.mkv or out.mov (each frame keeps "
+                            "the input's timestamp; audio and subtitles copied)")
     group.add_argument("--codec", choices=list(CODECS), default="h264", help="video codec of --video")
     group.add_argument("--crf", type=cli.int_range(0, 63),
                        help="quality of --video, lower is better (default 18; h264/h265 0-51, av1 0-63; none for "
@@ -191,8 +200,14 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-gaps", action="store_true",
                        help="restore a folder whose frame numbering has gaps (missing frames) as if it had none")
     precision = group.add_mutually_exclusive_group()
-    precision.add_argument("--half", action="store_true", help="float16 autocast (GPU)")
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    precision.add_argument("--precision", choices=PRECISION_CHOICES,
+                           help="arithmetic of the network (default: auto when restoring: bfloat16 on CPUs "
+                                "with AVX512-BF16 or AMX and on GPUs that support it, else float32; fp32 for "
+                                "-opt evaluation); fp16 needs a CUDA GPU")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="same as --precision bf16")
+    precision.add_argument("--half", dest="precision", action="store_const", const="fp16",
+                           help="same as --precision fp16")
     group.add_argument("--overwrite", action="store_true",
                        help="replace an earlier result of ours in --output / the --video file (nothing else "
                             "is ever deleted)")
@@ -213,8 +228,9 @@ def check_restore_arguments(args: argparse.Namespace) -> VideoEncoding | None:
         raise cli.UsageError("test.py --input: give --output DIR (PNG frames) and/or --video FILE")
     if args.compare and args.output is None:
         raise cli.UsageError("--compare saves its panels into OUTPUT/compare: give --output too")
-    if args.half and not torch.cuda.is_available():
-        raise cli.UsageError("--half needs a CUDA GPU (float16 on CPU is slow and inaccurate); use --bf16 on CPU")
+    if args.precision == "fp16" and not torch.cuda.is_available():
+        raise cli.UsageError("--precision fp16 (--half) needs a CUDA GPU (float16 on CPU is slow and "
+                             "inaccurate); use --precision auto or bf16 on CPU")
     inputs = [p for p in (args.input, args.model, args.gt, args.opt and Path(args.opt)) if p is not None]
     if args.output is not None:
         check_location(args.output, inputs)
@@ -233,12 +249,13 @@ def check_restore_arguments(args: argparse.Namespace) -> VideoEncoding | None:
     return encoding
 
 
-def precision_name(args: argparse.Namespace) -> str:
-    return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
+def precision_label(precision: Precision) -> str:
+    """The dtype restoration computes in, as tables and summaries name it ("float32", "bfloat16")."""
+    return str(precision.dtype or torch.float32).removeprefix("torch.")
 
 
 def restore_settings(args: argparse.Namespace, net: nn.Module, source: VideoFolderDataset, device: torch.device,
-                     compare: set[int]) -> dict:
+                     compare: set[int], precision: str) -> dict:
     """The record of what produces the frames: a continued run (--resume) must share it."""
     network = {"type": type(net).__name__, "num_frame": net.num_frame, "scale": net.scale,
                "parameters": sum(p.numel() for p in net.parameters()) if isinstance(net, nn.Module) else None}
@@ -250,7 +267,7 @@ def restore_settings(args: argparse.Namespace, net: nn.Module, source: VideoFold
     return {
         "weights": {"file": args.model.name, "sha256": file_digest(args.model)},
         "network": network,
-        "precision": precision_name(args),
+        "precision": precision,
         "tile": args.tile, "tile_overlap": args.tile_overlap if args.tile else None,
         "batch": args.batch, "padding": args.padding,
         "scene_cuts": args.cut_threshold if args.scene_cuts == "auto" else "off",
@@ -294,8 +311,9 @@ def restore(args: argparse.Namespace) -> dict:
     if args.tile is not None and (args.tile % net.size_multiple or args.tile_overlap % net.size_multiple):
         raise cli.UsageError(f"--tile {args.tile} and --tile-overlap {args.tile_overlap} must be multiples of "
                              f"{net.size_multiple} for this network")
-    precision = torch.float16 if args.half else torch.bfloat16 if args.bf16 else None
-    engine = Engine(net, precision=precision, tiling=Tiling(args.tile, args.tile_overlap))
+    precision = choose_precision(args.precision or "auto", device)
+    logger.info("precision: %s (%s)", precision.name, precision.reason)
+    engine = Engine(net, precision=precision.dtype, tiling=Tiling(args.tile, args.tile_overlap))
     source = VideoFolderDataset(args.input, num_frame=net.num_frame, padding=args.padding, allow_gaps=args.allow_gaps)
     (height, width, _), scale = source.shape, net.scale
     compare = {i for i in args.compare if i < len(source)}
@@ -304,7 +322,7 @@ def restore(args: argparse.Namespace) -> dict:
         logger.warning("--compare: ignoring %s (the input has frames 0-%d)", ignored, len(source) - 1)
     schedule = WindowSchedule(net.num_frame, args.padding, args.cut_threshold if args.scene_cuts == "auto" else None)
     ground_truth = GroundTruthFolder(args.gt, source.names) if args.gt is not None else None
-    settings = restore_settings(args, net, source, device, compare)
+    settings = restore_settings(args, net, source, device, compare, precision_label(precision))
 
     sinks: list = []
     try:
@@ -317,7 +335,7 @@ def restore(args: argparse.Namespace) -> dict:
             sink.keep() if sink.resumed else sink.discard()
         raise
     header = {"weights": f"{args.model.name} (sha256 {settings['weights']['sha256'][:12]})",
-              "precision": precision_name(args), "input": str(args.input)}
+              "precision": settings["precision"], "input": str(args.input)}
     try:
         summary = restore_clip(source, engine, schedule, device, sinks, batch_size=args.batch,
                                ground_truth=ground_truth, compare=compare,
@@ -332,7 +350,7 @@ def restore(args: argparse.Namespace) -> dict:
         print(f"{what}: {done} of {len(source)} frames are restored and kept in {kept}; to continue from there, "
               f"run the same command with --resume:\n  {resume_command(args)}", file=sys.stderr, flush=True)
         raise
-    return report(args, summary, source, net.scale, encoding, device)
+    return report(args, summary, source, net.scale, encoding, device, settings["precision"])
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -342,14 +360,14 @@ def resume_command(args: argparse.Namespace) -> str:
 
 
 def report(args: argparse.Namespace, summary, source: VideoFolderDataset, scale: int,
-           encoding: VideoEncoding | None, device: torch.device) -> dict:
+           encoding: VideoEncoding | None, device: torch.device, precision: str) -> dict:
     """Print the scene cuts, the score table and the final line; returns the summary as a dict."""
     (height, width, _), cuts = source.shape, summary.cuts
     if args.scene_cuts == "auto":
         shown = ", ".join(map(str, cuts[:30])) + (f", ... ({len(cuts) - 30} more)" if len(cuts) > 30 else "")
         print(f"scene cuts: {len(cuts)} found" + (f", at frames {shown} (each starts a new shot)" if cuts else ""))
     if len(summary.scores):
-        print(summary.scores.table({"weights": args.model.name, "precision": precision_name(args)}))
+        print(summary.scores.table({"weights": args.model.name, "precision": precision}))
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""
     resumed = f" (continued at frame {summary.start} of {summary.total})" if summary.start else ""
@@ -357,9 +375,9 @@ def report(args: argparse.Namespace, summary, source: VideoFolderDataset, scale:
     per_frame = summary.seconds / summary.frames if summary.frames else 0.0
     print(f"restored {summary.frames} frames{resumed} of {width}x{height} -> {width * scale}x{height * scale} in "
           f"{summary.seconds:.1f} s ({summary.fps:.3g} frames/s, {per_frame:.3g} s/frame), peak RSS "
-          f"{peak_rss_mib:.0f} MiB{gpu}, {precision_name(args)}{video}", flush=True)
+          f"{peak_rss_mib:.0f} MiB{gpu}, {precision}{video}", flush=True)
     return {"frames": summary.frames, "start": summary.start, "seconds": summary.seconds, "fps": summary.fps,
-            "peak_rss_mib": peak_rss_mib, "precision": precision_name(args), "cuts": cuts,
+            "peak_rss_mib": peak_rss_mib, "precision": precision, "cuts": cuts,
             "codec": encoding.codec if encoding is not None else None,
             "psnr": summary.scores.mean("psnr"), "bicubic_psnr": summary.scores.mean("bicubic_psnr")}
 

@@ -21,6 +21,7 @@ from ops.dcn.modules import OffsetStats, dcn_packs, named_dcn_packs
 
 from .guard import StepHealth
 from .losses import PixelLoss
+from .restoration.engine import choose_precision
 from .schedulers import LRSchedule
 
 
@@ -39,6 +40,17 @@ class StepStats:
     @property
     def health(self) -> StepHealth:
         return StepHealth(self.loss, not self.skipped, self.offsets)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``train.amp`` as it runs on ``device``: "auto" becomes "bf16" where the hardware computes bfloat16
+    natively (``models.restoration.engine.choose_precision``), else "none"; the choice is logged."""
+    if amp != "auto":
+        return amp
+    chosen = choose_precision("auto", device)
+    resolved = {"fp32": "none"}.get(chosen.name, chosen.name)
+    logger.info("train.amp auto: %s (%s)", resolved, chosen.reason)
+    return resolved
 
 
 class Trainer:
@@ -74,8 +86,9 @@ class Trainer:
         if train_opts.ema_decay > 0:
             self.net_ema = copy.deepcopy(net).eval().requires_grad_(False)
 
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[train_opts.amp]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=train_opts.amp == "fp16")
+        self.amp = resolve_amp(train_opts.amp, device)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
         self.model: nn.Module = net
         self._phase: tuple[bool, bool] | None = None  # (fusion only, offsets frozen) as the parameters are
         named = named_dcn_packs(net)

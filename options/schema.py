@@ -364,7 +364,9 @@ class TrainOptions:
     ema_decay: float = option(0.0, minimum=0, below=1, doc="EMA of the weights (0: off; EDVR: 0.999)")
     grad_clip: float | None = option(None, above=0, maximum=10**6, doc="clip the gradient norm to this value "
                                                                        "(null: off)")
-    amp: Literal["none", "bf16", "fp16"] = option("none", doc="mixed precision (fp16 uses a GradScaler)")
+    amp: Literal["none", "bf16", "fp16", "auto"] = option(
+        "none", doc="mixed precision (fp16 uses a GradScaler); auto: bf16 where the hardware computes it "
+                    "natively (CPUs with AVX512-BF16 or AMX, GPUs that support it), else none")
     max_nonfinite_steps: int = option(10, minimum=1, maximum=10**6, doc="a step whose loss or gradients are "
                                                                         "NaN/inf is skipped with a warning; this many "
                                                                         "in a row roll the training back (guard) or "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,66 @@ def prepare_for_inference(net: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     return net
+
+
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,  # None: the network's own (float32)
+}
+PRECISION_CHOICES = ("auto", *PRECISION_DTYPES)
+# CPU features that multiply bfloat16 natively (/proc/cpuinfo names): AVX512-BF16 dot products, AMX.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision restoration runs in: ``name`` (a ``PRECISION_DTYPES`` key) and why it was chosen."""
+
+    name: str
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype for ``Engine(precision=...)``; None: float32, the network's own."""
+        return PRECISION_DTYPES[self.name]
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The CPU's feature flags as the kernel reports them (Linux), or None where it cannot tell."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def choose_precision(requested: str, device: torch.device, flags: set[str] | None = None) -> Precision:
+    """The precision for ``requested`` (one of ``PRECISION_CHOICES``) on ``device``.
+
+    ``auto`` picks bfloat16 where the hardware computes it natively: a CUDA GPU that supports it,
+    a CPU with AVX512-BF16 or AMX (read from ``flags``, default ``cpu_flags()``; not guessed where
+    they cannot be read); float32 elsewhere. bfloat16 restoration of EDVR stays within 0.05 dB PSNR
+    of float32 (docs/benchmarks.md, "Precision"). Named precisions are taken as they are.
+    """
+    if requested != "auto":
+        if requested not in PRECISION_DTYPES:
+            raise ValueError(f"precision {requested!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+        return Precision(requested, "asked for")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Precision("bf16", f"auto: {torch.cuda.get_device_name(device)} supports bfloat16")
+        return Precision("fp32", f"auto: {torch.cuda.get_device_name(device)} has no native bfloat16")
+    if device.type != "cpu":
+        return Precision("fp32", f"auto: float32 on {device.type} devices")
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return Precision("fp32", "auto: the CPU's features cannot be read (no /proc/cpuinfo), so float32")
+    native = [flag for flag in BFLOAT16_CPU_FLAGS if flag in flags]
+    if native:
+        return Precision("bf16", f"auto: the CPU computes bfloat16 natively ({', '.join(native)})")
+    return Precision("fp32", f"auto: the CPU has no native bfloat16 ({' or '.join(BFLOAT16_CPU_FLAGS)})")
 
 
 def release_freed_activations(threshold_bytes: int = 8 << 20) -> bool:

@@ -40,7 +40,10 @@ def deform_conv2d(
             ``$VIDRESTORE_DCN`` (default "auto"). Chosen once per process and device type
             of x; see ``ops.dcn.backends``.
 
-    Under autocast the computation runs in float32 and the result has the dtype of x.
+    Under bfloat16 autocast on the CPU with the native backend the op runs in bfloat16, as
+    ``F.conv2d`` does (the kernel samples with float32 coordinates and accumulates in float32),
+    and returns bfloat16. Otherwise (torchvision or reference backend, CUDA, float16) it runs
+    in float32 and returns the dtype of x, as torchvision's op.
 
     Returns:
         (B, Cout, Ho, Wo) with Ho = (H + 2*pad - dilation*(kh-1) - 1) // stride + 1.
@@ -52,18 +55,31 @@ def deform_conv2d(
             here (e.g. ``native`` for CUDA inputs with the CPU-only build).
     """
     if torch.is_autocast_enabled(x.device.type):
-        # As torchvision: under autocast the op runs in float32 (sampling coordinates need it)
-        # and returns the dtype of x.
+        dtype = _autocast_dtype(x.device.type, backend)
         with torch.autocast(x.device.type, enabled=False):
-            as_float = [t.float() if t is not None else None for t in (x, offset, mask, weight, bias)]
-            out = deform_conv2d(*as_float, stride, padding, dilation, backend=backend)
-        return out.to(x.dtype)
+            cast = [t.to(dtype) if t is not None else None for t in (x, offset, mask, weight, bias)]
+            out = deform_conv2d(*cast, stride, padding, dilation, backend=backend)
+        return out.to(x.dtype) if dtype == torch.float32 else out  # torchvision's rule, or as F.conv2d
     stride = _pair(stride, "stride", minimum=1)
     padding = _pair(padding, "padding", minimum=0)
     dilation = _pair(dilation, "dilation", minimum=1)
     _check_tensors(x, offset, mask, weight, bias, stride, padding, dilation)
     kernel = get_backend(backend, x.device.type).forward
     return kernel(x, offset, mask, weight, bias, stride, padding, dilation)
+
+def _autocast_dtype(device_type: str, backend: str | None) -> torch.dtype:
+    """The dtype the op runs in under autocast on ``device_type``.
+
+    Our native CPU kernel computes bfloat16 natively (bfloat16 storage, float32 coordinates and
+    sums): under bfloat16 autocast it runs in bfloat16, as F.conv2d. torchvision's kernel, the
+    reference, our CUDA kernel (not measured on a GPU yet) and float16 on the CPU (computed in
+    float32 anyway) keep torchvision's rule: float32, which the sampling coordinates need where
+    they are computed in the input dtype.
+    """
+    dtype = torch.get_autocast_dtype(device_type)
+    if device_type == "cpu" and dtype == torch.bfloat16 and get_backend(backend, "cpu").name == "native":
+        return dtype
+    return torch.float32
 
 def conv_output_size(
     size: tuple[int, int], kernel_size: tuple[int, int], stride: tuple[int, int],

@@ -1,15 +1,18 @@
 """EDVR-M restoration speed and peak memory: ours vs the reference way, in one run.
 
-    python scripts/bench/inference.py [--frames 3] [--configs ...] [--device cpu|cuda]
+    python scripts/bench/inference.py [--frames 3] [--rounds 2] [--configs ...] [--device cpu|cuda]
 
 Each configuration runs in its own process (so its peak memory is its own) and restores
-``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
+``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame;
+``--rounds`` repeats the list of configurations in order (round-robin).
 "ours" is the restoration stream (``models.restoration``: ``Engine`` on a network from
 ``prepare_for_inference``, ``WindowSchedule``, ``RestorationStream``) with test.py's allocator
-settings: the path ``test.py --input`` takes. The peer is what the reference
-implementations (BasicSR, EDVR) do: one plain forward per 5-frame window, NCHW, float32,
-torchvision's DCN kernel. Printed: seconds per frame, frames/s, peak memory (RSS; on CUDA
-also the peak allocated GPU memory) and the time ratio to the peer of the same size and device.
+settings: the path ``test.py --input`` takes, in the precision it picks by default
+(``--precision auto``: bfloat16 on CPUs with AVX512-BF16/AMX and GPUs that support it) or a named
+one. The peer is what the reference implementations (BasicSR, EDVR) do: one plain forward per
+5-frame window, NCHW, float32, torchvision's DCN kernel. Printed: seconds per frame, peak memory
+(RSS; on CUDA also the peak allocated GPU memory) and the speed-up over the peer of the same size
+and device in the same round, as median [min-max] over the rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -39,23 +43,24 @@ class Config:
     peer: bool = False  # the reference way instead of ours
     tile: int | None = None
     overlap: int = 0
-    amp: str | None = None  # "float16" / "bfloat16" autocast
+    precision: str = "fp32"  # ours: "auto", "fp32", "bf16" or "fp16" (see choose_precision)
 
 
 CONFIGS = {
     "cpu": {
         "180x320 reference way (peer)": Config(180, 320, peer=True),
-        "180x320 ours": Config(180, 320),
-        "180x320 ours, tiles 128+16": Config(180, 320, tile=128, overlap=16),
-        "540x960 ours, tiles 256+16 (4K out)": Config(540, 960, tile=256, overlap=16),
+        "180x320 ours auto": Config(180, 320, precision="auto"),
+        "180x320 ours fp32": Config(180, 320),
+        "180x320 ours auto, tiles 128+16": Config(180, 320, precision="auto", tile=128, overlap=16),
+        "540x960 ours auto, tiles 256+16 (4K out)": Config(540, 960, precision="auto", tile=256, overlap=16),
     },
     "cuda": {
         "180x320 reference way (peer)": Config(180, 320, peer=True),
         "180x320 ours fp32": Config(180, 320),
-        "180x320 ours fp16": Config(180, 320, amp="float16"),
-        "180x320 ours bf16": Config(180, 320, amp="bfloat16"),
+        "180x320 ours fp16": Config(180, 320, precision="fp16"),
+        "180x320 ours bf16": Config(180, 320, precision="bf16"),
         "540x960 reference way (peer)": Config(540, 960, peer=True),
-        "540x960 ours fp16 (4K out)": Config(540, 960, amp="float16"),
+        "540x960 ours fp16 (4K out)": Config(540, 960, precision="fp16"),
     },
 }
 
@@ -69,6 +74,7 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     from models.edvr import EDVR
     from models.restoration import (Engine, RestorationStream, Tiling, WindowSchedule, prepare_for_inference,
                                     release_freed_activations)
+    from models.restoration.engine import choose_precision
     from ops.dcn import get_backend
 
     torch.manual_seed(0)
@@ -92,8 +98,8 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
         backend = "auto"
         release_freed_activations()  # as test.py
         net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
-        engine = Engine(net, precision=getattr(torch, config.amp) if config.amp else None,
-                        tiling=Tiling(config.tile, config.overlap))
+        precision = choose_precision(config.precision, device)
+        engine = Engine(net, precision=precision.dtype, tiling=Tiling(config.tile, config.overlap))
         stream = iter(RestorationStream(clip.__getitem__, len(clip), WindowSchedule(net.num_frame), engine, device))
     next(stream)  # warm-up: first frame (allocations, backend load, cuDNN autotuning)
     if device.type == "cuda":
@@ -104,7 +110,8 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     seconds = (time.perf_counter() - start) / frames
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return {"s_per_frame": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mib": gpu, "backend": get_backend(backend, device).name}
+            "peak_gpu_mib": gpu, "backend": get_backend(backend, device).name,
+            "precision": "fp32" if config.peer else f"{precision.name} ({precision.reason})"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=cli.positive_int, default=3, help="timed frames per configuration")
     parser.add_argument("--device", choices=sorted(CONFIGS), default="cpu", help="where the network runs")
     parser.add_argument("--configs", nargs="*", help="names of the device's configurations (default: all)")
+    parser.add_argument("--rounds", type=cli.positive_int, default=1,
+                        help="rounds over the configurations (each round runs every one once, in order)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args(argv)
     configs = CONFIGS[args.device]
@@ -133,23 +142,35 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {platform.machine()}, {where}; "
           f"EDVR-M (random weights), {args.frames} frames each")
-    print("| configuration | DCN | s/frame | frames/s | peak RSS MiB | peak GPU MiB | time vs peer |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    peers = {}
-    for name in names:
-        result = subprocess.run([sys.executable, __file__, "--one", name, "--frames", str(args.frames),
-                                 "--device", args.device], capture_output=True, text=True)
-        if result.returncode:
-            raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-        r = json.loads(result.stdout.strip().splitlines()[-1])
-        size = name.split()[0]
-        if configs[name].peer:
-            peers[size] = r["s_per_frame"]
-        ratio = f"{r['s_per_frame'] / peers[size]:.2f}x" if size in peers else "n/a"
-        gpu = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
-        print(f"| {name} | {r['backend']} | {r['s_per_frame']:.2f} | {1 / r['s_per_frame']:.3f} | "
-              f"{r['peak_rss_mib']:.0f} | {gpu} | {ratio} |", flush=True)
+    print(f"# rounds: {args.rounds}; per configuration: median [min-max] over the rounds; speed-up = the "
+          f"peer's s/frame in the same round / the configuration's")
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.rounds):  # round-robin: a change of machine load hits every configuration alike
+        for name in names:
+            result = subprocess.run([sys.executable, __file__, "--one", name, "--frames", str(args.frames),
+                                     "--device", args.device], capture_output=True, text=True)
+            if result.returncode:
+                raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+            results[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
+    print("| configuration | DCN | precision | s/frame | peak RSS MiB | peak GPU MiB | speed-up vs peer |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    peers = {name.split()[0]: results[name] for name in names if configs[name].peer}
+    for name, runs in results.items():
+        peer = peers.get(name.split()[0])
+        speedups = [p["s_per_frame"] / r["s_per_frame"] for p, r in zip(peer, runs)] if peer else []
+        gpu = [r["peak_gpu_mib"] for r in runs if r["peak_gpu_mib"] is not None]
+        seconds, rss = [r["s_per_frame"] for r in runs], [r["peak_rss_mib"] for r in runs]
+        print(f"| {name} | {runs[0]['backend']} | {runs[0]['precision']} | {spread(seconds)} | "
+              f"{spread(rss, '.0f')} | {spread(gpu, '.0f') if gpu else '-'} | "
+              f"{spread(speedups) + 'x' if speedups else 'n/a'} |", flush=True)
 
+
+def spread(values: list[float], fmt: str = ".2f") -> str:
+    """'median [min-max]' of ``values`` (just the value for one)."""
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:{fmt}}"
+    return f"{median:{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 if __name__ == "__main__":
     sys.exit(cli.run(main))

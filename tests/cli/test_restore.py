@@ -14,6 +14,7 @@ from data.video_file import probe_video
 from models.checkpoint import CheckpointError, save_network
 from models.edvr import edvr_config_from_state_dict
 from models.outputs import OutputError
+from models.restoration.engine import choose_precision
 from options.cli import UsageError
 from tests.builders import TINY_EDVR, real_frames, tiny_edvr, write_clip_tree, write_video
 
@@ -76,6 +77,28 @@ def test_architecture_is_read_off_basicsr_weights(clip, tmp_path):
     assert edvr_config_from_state_dict(net.state_dict())["num_frame"] == 3
     restore("--model", tmp_path / "basicsr.pth", "--input", clip[0], "--output", tmp_path / "out")
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
+
+
+def test_precision_is_chosen_logged_and_aliased(weights, clip, tmp_path, capsys):
+    """--precision auto (the default) logs its choice and why; --bf16 is --precision bf16; float16 on the
+    CPU is refused with a hint."""
+    folder, _ = clip
+    restore("--model", weights, "--input", folder, "--output", tmp_path / "auto")
+    expected = choose_precision("auto", torch.device("cpu"))
+    assert f"precision: {expected.name} ({expected.reason})" in capsys.readouterr().out
+    restore("--model", weights, "--input", folder, "--output", tmp_path / "bf16", "--bf16")
+    assert "precision: bf16 (asked for)" in capsys.readouterr().out
+    restore("--model", weights, "--input", folder, "--output", tmp_path / "fp32", "--precision", "fp32")
+    assert "precision: fp32 (asked for)" in capsys.readouterr().out
+    bf16, fp32 = ([cv2.imread(str(p)) for p in sorted((tmp_path / name).glob("*.png"))]
+                  for name in ("bf16", "fp32"))
+    assert len(fp32) == len(bf16) == 6
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(fp32, bf16)) < 2  # 8-bit levels
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="needs a CUDA GPU.*use --precision auto or bf16 on CPU"):
+            restore("--model", weights, "--input", folder, "--output", tmp_path / "fp16", "--precision", "fp16")
+    with pytest.raises(SystemExit):  # argparse: one precision flag at most
+        restore("--model", weights, "--input", folder, "--output", tmp_path / "x", "--bf16", "--precision", "fp32")
 
 
 def test_bad_inputs(weights, clip, tmp_path):

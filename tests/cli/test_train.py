@@ -69,6 +69,12 @@ def test_test_script_writes_tables_with_a_bicubic_baseline(demo, tmp_path, capsy
     assert "| **average over clips** (mean of the 1 clip means) | 6 |" in out and "vs bicubic" in out
     csv = (tmp_path / "exp" / "results" / "tiny" / "demo_val_EDVR.csv").read_text().splitlines()
     assert csv[0] == "clip,frames,psnr,ssim" and csv[-1].startswith("average over clips,6,")
+    assert "precision: fp32 (asked for)" in out  # evaluation is float32 unless asked
+    bf16 = test_script.main(["-opt", str(opts_path), "--set", f"path.pretrain_network_g={weights}",
+                             "--precision", "bf16"])
+    assert "precision: bf16 (asked for)" in capsys.readouterr().out
+    assert (tmp_path / "exp" / "results" / "tiny" / "demo_val_EDVR_bf16.csv").is_file()
+    assert abs(bf16[0].mean("psnr") - results[0].mean("psnr")) < 0.2
 
 
 @pytest.mark.slow

@@ -22,8 +22,8 @@ from models.restoration import (
     scene_cuts_of,
     window_indices,
 )
-from models.restoration.engine import tile_boxes
 from data.video_file import VideoFileReader
+from models.restoration.engine import choose_precision, cpu_flags, tile_boxes
 from tests.builders import TINY_EDVR, tiny_edvr
 
 BIKES_CUTS = [30, 76, 137, 187, 242]  # first frames of the shots of bikes.mp4
@@ -117,6 +117,31 @@ def test_bf16_autocast_restores_close_to_float32_and_returns_float32():
         half = restore_window(net, lq, amp_dtype=torch.bfloat16)
     assert half.dtype == torch.float32 and half.shape == full.shape
     assert (half - full).abs().mean() < 0.01
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16", "amx_tile"}, "bf16"), ({"avx2", "avx512f"}, "fp32"),
+])
+def test_auto_precision_on_cpu_follows_native_bfloat16_support(flags, expected):
+    chosen = choose_precision("auto", torch.device("cpu"), flags=flags)
+    assert chosen.name == expected and chosen.dtype == {"bf16": torch.bfloat16, "fp32": None}[expected]
+    assert chosen.reason.startswith("auto: ") and ("natively (" in chosen.reason) == (expected == "bf16")
+
+
+def test_named_precisions_are_taken_as_asked_and_unknown_ones_refused():
+    for name, dtype in [("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        chosen = choose_precision(name, torch.device("cpu"), flags={"avx512_bf16"})
+        assert (chosen.name, chosen.dtype, chosen.reason) == (name, dtype, "asked for")
+    with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, fp16"):
+        choose_precision("int8", torch.device("cpu"))
+
+
+def test_cpu_flags_are_read_from_cpuinfo_and_none_where_they_cannot_be(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16\n\nprocessor\t: 1\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") is None
+    assert choose_precision("auto", torch.device("cpu"), flags=None).name in ("bf16", "fp32")
 
 
 def test_deblurring_network_restores_any_size_at_the_input_size():

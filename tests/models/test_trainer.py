@@ -114,6 +114,17 @@ def test_bf16_autocast_step_runs_on_cpu():
     assert math.isfinite(float(stats.loss)) and changed(before, net)
 
 
+def test_amp_auto_is_bfloat16_exactly_where_the_cpu_computes_it_natively(caplog):
+    from models.restoration.engine import choose_precision
+
+    with caplog.at_level("INFO", logger="models.trainer"):
+        trainer = Trainer(EDVR(**TINY_EDVR), train_options(amp="auto"), torch.device("cpu"))
+    expected = choose_precision("auto", torch.device("cpu"))
+    assert trainer.amp_dtype == expected.dtype and trainer.amp == {"fp32": "none", "bf16": "bf16"}[expected.name]
+    assert f"train.amp auto: {trainer.amp} ({expected.reason})" in caplog.text
+    assert not trainer.scaler.is_enabled()
+
+
 def test_channels_last_option_converts_the_network_and_trains():
     torch.manual_seed(0)
     net = EDVR(**TINY_EDVR)

@@ -78,6 +78,7 @@ GRADCHECK_CASES = [
 ]
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}  # max |backend - reference|
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}  # half the gap from 1 to the next value
 INPUT_NAMES = ("x", "offset", "mask", "weight", "bias")
 
 
@@ -136,11 +137,18 @@ def run(tensors: dict, kwargs: dict, backend: str) -> Tensor:
     return deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"], **kwargs, backend=backend)
 
 
-def outputs_and_grads(tensors: dict, kwargs: dict, backend: str) -> dict[str, Tensor]:
-    """Output and the gradients of every input for a fixed, non-uniform upstream gradient."""
+def outputs_and_grads(
+    tensors: dict, kwargs: dict, backend: str, upstream_dtype: torch.dtype | None = None
+) -> dict[str, Tensor]:
+    """Output and the gradients of every input for a fixed, non-uniform upstream gradient.
+
+    ``upstream_dtype``: round the upstream gradient to that dtype first (a float64 reference
+    then sees the very values a 16-bit run gets).
+    """
     leaves = {k: v.detach().clone().requires_grad_(True) if v is not None else None for k, v in tensors.items()}
     out = run(leaves, kwargs, backend)
-    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=upstream_dtype or out.dtype, device=out.device)
+    upstream = upstream.to(out.dtype).view_as(out)
     (out * upstream).sum().backward()
     result = {"out": out.detach()}
     result.update({f"grad_{name}": t.grad for name, t in leaves.items() if t is not None})

@@ -8,12 +8,14 @@ tests skip without a GPU; the CUDA build test compiles the CUDA source wherever 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from tests.ops.dcn_cases import (
     CASES,
     GRADCHECK_CASES,
     TOLERANCE,
+    UNIT_ROUNDOFF,
     DcnCase,
     gradcheck,
     make_inputs,
@@ -119,14 +122,131 @@ def test_native_is_correct_for_any_thread_count(native, threads, batch):
         torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_native_half_precision_on_cpu_computes_in_float32(native, dtype):
-    tensors, kwargs = make_inputs(CASES[1], torch.float32)
-    expected = run(tensors, kwargs, "reference")
-    half = {k: v.to(dtype) if v is not None else None for k, v in tensors.items()}
-    out = run(half, kwargs, "native")
-    assert out.dtype == dtype
-    assert (out.float() - expected).abs().max() < 0.1
+# ---- bfloat16 and float16 on the CPU -----------------------------------------------------------
+
+# The ways 16-bit CPU inputs are computed: bfloat16 natively, its columns multiplied in bfloat16 by
+# oneDNN where the CPU has AVX512-BF16 dot products, else in float32 (without those dot products,
+# or with oneDNN disabled: the switch these tests use to reach that path); float16 in float32
+# (ops/dcn/backends.py).
+LOW_PRECISION_PATHS = [(torch.bfloat16, True), (torch.bfloat16, False), (torch.float16, True)]
+LOW_PRECISION_IDS = ["bfloat16", "bfloat16-float32-columns", "float16-via-float32"]
+
+
+@contextlib.contextmanager
+def onednn_enabled(enabled: bool) -> Iterator[None]:
+    """torch.backends.mkldnn.enabled for the block (its flags() context also sets TF32, with a warning)."""
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
+def cpu_has_bfloat16_dot_products() -> bool:
+    """AVX512-BF16, as /proc/cpuinfo reports it (Linux x86-64; False elsewhere)."""
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def assert_low_precision_close_to_float64(tensors: dict, kwargs: dict, dtype: torch.dtype) -> None:
+    """The 16-bit run's output and gradients against the float64 reference on the very same
+    (16-bit) inputs and upstream gradient.
+
+    Tolerance, from the format's unit roundoff u (2^-8 bfloat16, 2^-11 float16): every value is
+    rounded to the 16-bit format once at the end, and on the way at most twice more (the sampled
+    columns, the column gradients or a tile's weight-gradient product), each a relative error of
+    at most u of terms no larger than the tensor's largest value: 4 u x max |reference| per
+    tensor leaves room for the cancellation in the sums.
+    """
+    ours = outputs_and_grads(tensors, kwargs, "native")
+    exact = {k: v.double().contiguous() if v is not None else None for k, v in tensors.items()}
+    expected = outputs_and_grads(exact, kwargs, "reference", upstream_dtype=dtype)
+    assert ours.keys() == expected.keys()
+    for name in ours:
+        assert ours[name].dtype == dtype, name
+        tolerance = 4 * UNIT_ROUNDOFF[dtype] * expected[name].abs().max().item()
+        error = (ours[name].double() - expected[name]).abs().max().item()
+        assert error <= tolerance, f"{name}: max |native - reference| = {error:.3g} > {tolerance:.3g}"
+
+
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("dtype,onednn", LOW_PRECISION_PATHS, ids=LOW_PRECISION_IDS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_native_low_precision_matches_float64_reference(native, case, dtype, onednn, contiguous):
+    tensors, kwargs = make_inputs(case, dtype, contiguous=contiguous)
+    with onednn_enabled(onednn):
+        assert_low_precision_close_to_float64(tensors, kwargs, dtype)
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["oneDNN", "oneDNN-off"])
+def test_native_bfloat16_never_converts_the_inputs_to_float32(native, onednn, one_thread):
+    """The op gets the bfloat16 tensors themselves, and its GEMMs multiply bfloat16 where the CPU
+    has bfloat16 dot products (and oneDNN is on), float32 tiles of columns otherwise."""
+    from torch.profiler import profile
+
+    tensors, kwargs = make_inputs(CASES[-1], torch.bfloat16)
+    with onednn_enabled(onednn), profile(record_shapes=True) as prof:
+        outputs_and_grads(tensors, kwargs, "native")
+    events = prof.events()
+    op_calls = [e for e in events if e.name.startswith("vidrestore::deform_conv2d")]
+    assert len(op_calls) == 2  # forward and backward
+    for call in op_calls:
+        tensor_inputs = {d for d in call.input_dtypes if not d.startswith("Scalar")}
+        assert tensor_inputs == {"c10::BFloat16"}, call.name
+    gemm_inputs = {d for e in events if e.name in ("aten::addmm_", "aten::mm") for d in e.input_dtypes[:3]}
+    assert gemm_inputs == ({"c10::BFloat16"} if onednn and cpu_has_bfloat16_dot_products() else {"float"})
+
+
+def test_native_cpu_kernel_names_the_dtypes_it_computes(native):
+    """float16 reaches the CPU kernel only through a direct torch.ops call: a clear error."""
+    t, kwargs = make_inputs(CASES[0], torch.float16)
+    with pytest.raises(RuntimeError, match="Half is not supported .*computes float16 CPU inputs in float32"):
+        torch.ops.vidrestore.deform_conv2d(t["x"], t["offset"], t["mask"], t["weight"], t["bias"],
+                                           kwargs["stride"], kwargs["padding"], kwargs["dilation"])
+
+
+@pytest.mark.parametrize("dtype,onednn", LOW_PRECISION_PATHS[:2], ids=LOW_PRECISION_IDS[:2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_native_bfloat16_is_deterministic_and_correct_for_any_thread_count(native, dtype, onednn, threads):
+    """Whole images per slot, or one image split in bands with private float32 input-gradient
+    buffers: every split gives the right result, bit-identically from run to run."""
+    case = DcnCase(batch=1 + threads % 2, in_channels=32, out_channels=32, height=24, width=20,
+                   deform_groups=4, groups=2, offset_scale=3.0)
+    tensors, kwargs = make_inputs(case, dtype)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with onednn_enabled(onednn):
+            assert_low_precision_close_to_float64(tensors, kwargs, dtype)
+            first = outputs_and_grads(tensors, kwargs, "native")
+            second = outputs_and_grads(tensors, kwargs, "native")
+    finally:
+        torch.set_num_threads(previous)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_native_autocast_on_cpu_runs_in_bfloat16(native, fresh_backend_cache):
+    """Under CPU autocast the native op runs in bfloat16, as F.conv2d (inputs cast to bfloat16,
+    nothing converted to float32), returns bfloat16, and its gradients reach float32 leaves."""
+    from torch.profiler import profile
+
+    tensors, kwargs = make_inputs(CASES[-1], torch.float32, requires_grad=True)
+    expected = run(tensors, kwargs, "native")
+    with torch.autocast("cpu", dtype=torch.bfloat16), profile(record_shapes=True) as prof:
+        out = run(tensors, kwargs, "native")
+    assert out.dtype == torch.bfloat16
+    calls = [e for e in prof.events() if e.name == "vidrestore::deform_conv2d"]
+    assert len(calls) == 1
+    assert {d for d in calls[0].input_dtypes if not d.startswith("Scalar")} == {"c10::BFloat16"}
+    scale = expected.abs().max().item()
+    assert (out.float() - expected).abs().max().item() <= 8 * UNIT_ROUNDOFF[torch.bfloat16] * scale
+    out.float().square().sum().backward()
+    leaves = [t for t in tensors.values() if t is not None]
+    assert all(t.grad is not None and t.grad.dtype == torch.float32 for t in leaves)
 
 
 @pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: c.id)

@@ -57,7 +57,7 @@ def test_minimal_file_gets_defaults():
         ("name: x\nnetwork: {type: EDVR}\ntrian: {}", "trian", "did you mean 'train'"),
         (MINIMAL + "  optim: {lrr: 1}", "train.optim.lrr", "did you mean 'lr'"),
         (MINIMAL + "  ema_decay: high", "train.ema_decay", "expected a number, got 'high'"),
-        (MINIMAL + "  amp: fp8", "train.amp", "expected one of 'none', 'bf16', 'fp16', got 'fp8'"),
+        (MINIMAL + "  amp: fp8", "train.amp", "expected one of 'none', 'bf16', 'fp16', 'auto', got 'fp8'"),
         (MINIMAL + "  channels_last: 1", "train.channels_last", "expected true or false, got 1"),
         (MINIMAL + "  optim: {betas: [0.9]}", "train.optim.betas", "expected a list of 2 values, got 1"),
         (MINIMAL + "  warmup_iter: -5", "train.warmup_iter", "expected a value >= 0, got -5"),
