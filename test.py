@@ -45,9 +45,10 @@ from models.bicubic import BicubicUpsampler
 from models.outputs import check_location, check_output_file, check_replaceable
 from models.restoration import (Engine, GroundTruthFolder, PngFolderSink, Tiling, VideoFileSink, WindowSchedule,
                                 prepare_for_inference, release_freed_activations, restore_clip)
+from models.restoration.onnx_network import OnnxNetwork, is_onnx_model
 from models.restoration.sinks import VIDEO_FOURCC
 from options import cli
-from options.weights import network_from_weights
+from options.weights import check_exported_network, network_from_weights
 
 logger = logging.getLogger("test")
 
@@ -81,9 +82,13 @@ def run(opts: options.Options, bicubic: bool = False) -> list[EvalResult]:
                                    "test.py needs the weights to evaluate (--set path.pretrain_network_g=W.pth)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     release_freed_activations()
-    net = opts.network.build()
-    load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
-    net = prepare_for_inference(net, device)
+    if is_onnx_model(opts.path.pretrain_network_g):  # an export of scripts/export.py, run by ONNX Runtime
+        net = open_onnx_network(Path(opts.path.pretrain_network_g), opts.network)
+        device = net.device
+    else:
+        net = opts.network.build()
+        load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
+        net = prepare_for_inference(net, device)
     candidates = [(opts.network.type, net)]
     if bicubic:  # the baseline, at any frame size (no padding)
         candidates.append(("bicubic", BicubicUpsampler(net.num_frame, net.center_frame_idx, net.scale)))
@@ -132,7 +137,8 @@ frame_indices.__name__ = "frame indices"
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("restore a folder of frames or a video (no ground truth needed)")
     group.add_argument("--input", type=Path, help="folder of frames (natural order) or a video file")
-    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema)")
+    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema), or a model "
+                                                 "exported by scripts/export.py (.onnx: ONNX Runtime)")
     group.add_argument("--output", type=Path, help="new folder for the restored PNG frames (same names as the input)")
     group.add_argument("--video", type=Path, help="also (or only) write an encoded video, e.g. out.mp4")
     group.add_argument("--fps", type=cli.finite_positive_float,
@@ -172,6 +178,15 @@ def build_restore_network(args: argparse.Namespace) -> nn.Module:
     return net
 
 
+def open_onnx_network(path: Path, spec=None) -> OnnxNetwork:
+    """An exported model (ONNX Runtime); with ``spec`` (an option file's network section) it must
+    have been exported from that architecture."""
+    net = OnnxNetwork(path)
+    if spec is not None:
+        check_exported_network(net.architecture, spec, path)
+    return net
+
+
 def check_restore_arguments(args: argparse.Namespace) -> None:
     """Every check that needs no network and no frames, before anything is read or written."""
     if args.output is None and args.video is None:
@@ -205,7 +220,13 @@ def restore(args: argparse.Namespace) -> dict:
     check_restore_arguments(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     release_freed_activations()
-    net = prepare_for_inference(build_restore_network(args), device)
+    if is_onnx_model(args.model):  # an export of scripts/export.py, run by ONNX Runtime in float32
+        if args.half or args.bf16:
+            raise cli.UsageError("--half/--bf16: an ONNX model runs in float32, the precision it was exported in")
+        net = open_onnx_network(args.model, options.load(args.opt, args.set).network if args.opt else None)
+        device = net.device
+    else:
+        net = prepare_for_inference(build_restore_network(args), device)
     if args.tile is not None and (args.tile % net.size_multiple or args.tile_overlap % net.size_multiple):
         raise cli.UsageError(f"--tile {args.tile} and --tile-overlap {args.tile_overlap} must be multiples of "
                              f"{net.size_multiple} for this network")

@@ -4,8 +4,10 @@
 
 Each configuration runs in its own process (so its peak memory is its own) and restores
 ``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
-"ours" is ``restore_sequence`` on a network from ``prepare_for_inference``, with test.py's
-allocator settings (the path ``test.py --input`` takes). The peer is what the reference
+"ours" is the restoration stream (``models.restoration``) on a network from ``prepare_for_inference``,
+with test.py's allocator settings (the path ``test.py --input`` takes). "ONNX Runtime" is the same
+stream on the network exported by ``scripts/export.py`` (exported in a child process first, so the
+export's memory is not counted), as ``test.py --model edvr.onnx`` runs it. The peer is what the reference
 implementations (BasicSR, EDVR) do: one plain forward per 5-frame window, NCHW, float32,
 torchvision's DCN kernel. Printed: seconds per frame, frames/s, peak memory (RSS; on CUDA
 also the peak allocated GPU memory) and the time ratio to the peer of the same size and device.
@@ -39,6 +41,7 @@ class Config:
     tile: int | None = None
     overlap: int = 0
     amp: str | None = None  # "float16" / "bfloat16" autocast
+    onnx: bool = False  # the ONNX export run by ONNX Runtime instead of the PyTorch network
 
 
 CONFIGS = {
@@ -46,6 +49,7 @@ CONFIGS = {
         "180x320 reference way (peer)": Config(180, 320, peer=True),
         "180x320 ours": Config(180, 320),
         "180x320 ours, tiles 128+16": Config(180, 320, tile=128, overlap=16),
+        "180x320 ONNX Runtime": Config(180, 320, onnx=True),
         "540x960 ours, tiles 256+16 (4K out)": Config(540, 960, tile=256, overlap=16),
     },
     "cuda": {
@@ -66,7 +70,8 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     import torch
 
     from models.edvr import EDVR
-    from models.inference import Tiling, prepare_for_inference, release_freed_activations, restore_sequence
+    from models.restoration import (Engine, RestorationStream, Tiling, WindowSchedule, prepare_for_inference,
+                                    release_freed_activations)
     from ops.dcn import get_backend
 
     torch.manual_seed(0)
@@ -89,10 +94,16 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     else:
         backend = "auto"
         release_freed_activations()  # as test.py
-        net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
-        stream = restore_sequence(net, clip.__getitem__, len(clip), 5, device,
-                                  tiling=Tiling(config.tile, config.overlap),
-                                  amp_dtype=getattr(torch, config.amp) if config.amp else None)
+        if config.onnx:
+            from models.restoration.onnx_network import OnnxNetwork
+
+            net = OnnxNetwork(export_random_edvr_m())
+            device = net.device
+        else:
+            net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
+        engine = Engine(net, precision=getattr(torch, config.amp) if config.amp else None,
+                        tiling=Tiling(config.tile, config.overlap))
+        stream = iter(RestorationStream(clip.__getitem__, len(clip), WindowSchedule(5), engine, device))
     next(stream)  # warm-up: first frame (allocations, backend load, cuDNN autotuning)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -101,8 +112,26 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
         pass
     seconds = (time.perf_counter() - start) / frames
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    dcn = "onnxruntime" if config.onnx else get_backend(backend, device).name
     return {"s_per_frame": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mib": gpu, "backend": get_backend(backend, device).name}
+            "peak_gpu_mib": gpu, "backend": dcn}
+
+
+def export_random_edvr_m() -> bytes:
+    """A random-weight EDVR-M (seed 0, as "ours") exported by scripts/export.py in a child process."""
+    import tempfile
+
+    import torch
+
+    from models.edvr import EDVR
+
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as folder:
+        weights, model = Path(folder) / "edvr_m.pth", Path(folder) / "edvr_m.onnx"
+        torch.manual_seed(0)
+        torch.save({"params": EDVR().state_dict()}, weights)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--model", str(weights),
+                        "--out", str(model)], check=True, capture_output=True)
+        return model.read_bytes()
 
 
 def main(argv: list[str] | None = None) -> None:
