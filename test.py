@@ -137,8 +137,8 @@ frame_indices.__name__ = "frame indices"
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("restore a folder of frames or a video (no ground truth needed)")
     group.add_argument("--input", type=Path, help="folder of frames (natural order) or a video file")
-    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema), or a model "
-                                                 "exported by scripts/export.py (.onnx: ONNX Runtime)")
+    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema), or a "
+                                                 "model exported by scripts/export.py (.onnx: ONNX Runtime)")
     group.add_argument("--output", type=Path, help="new folder for the restored PNG frames (same names as the input)")
     group.add_argument("--video", type=Path, help="also (or only) write an encoded video, e.g. out.mp4")
     group.add_argument("--fps", type=cli.finite_positive_float,
@@ -222,7 +222,7 @@ def restore(args: argparse.Namespace) -> dict:
     release_freed_activations()
     if is_onnx_model(args.model):  # an export of scripts/export.py, run by ONNX Runtime in float32
         if args.half or args.bf16:
-            raise cli.UsageError("--half/--bf16: an ONNX model runs in float32, the precision it was exported in")
+            raise cli.UsageError("--half/--bf16: an ONNX model runs in float32 (the precision of its export)")
         net = open_onnx_network(args.model, options.load(args.opt, args.set).network if args.opt else None)
         device = net.device
     else:

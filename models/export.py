@@ -83,13 +83,14 @@ def dynamic_shapes(net: nn.Module) -> tuple[dict[int, Any]]:
 
 
 def export_program(net: nn.Module) -> torch.export.ExportedProgram:
-    """``net.forward`` (in eval mode, without gradients) as a ``torch.export`` program with dynamic
-    batch, height and width."""
+    """``net.forward`` as a ``torch.export`` program with dynamic batch, height and width (``net``
+    is put in eval mode without gradients, in place)."""
     net = net.eval().requires_grad_(False)
     return torch.export.export(net, (example_input(net),), dynamic_shapes=dynamic_shapes(net))
 
 
-def save_program(program: torch.export.ExportedProgram, handle: BinaryIO, metadata: Mapping[str, str]) -> None:
+def save_program(program: torch.export.ExportedProgram, handle: BinaryIO,
+                 metadata: Mapping[str, str]) -> None:
     """Write ``program`` as a ``.pt2`` file into ``handle``, with ``metadata`` as JSON inside it
     (``PROGRAM_METADATA_FILE``)."""
     torch.export.save(program, handle, extra_files={PROGRAM_METADATA_FILE: json.dumps(dict(metadata))})
@@ -124,8 +125,8 @@ def export_onnx(net: nn.Module, metadata: Mapping[str, str], opset: int | None =
         custom_translation_table=translation_table(), verbose=False, optimize=True,
     )
     model = onnx_program.model_proto
-    model.doc_string = (f"vidrestore export: input {ONNX_INPUT} (B, T, C, H, W) float32 RGB in [0, 1], H and W "
-                        f"multiples of size_multiple; output {ONNX_OUTPUT} (B, C, H*scale, W*scale)")
+    model.doc_string = (f"vidrestore export: input {ONNX_INPUT} (B, T, C, H, W) float32 RGB in [0, 1], "
+                        f"H and W multiples of size_multiple; output {ONNX_OUTPUT} (B, C, H*scale, W*scale)")
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=str(value))
     onnx.checker.check_model(model, full_check=True)
@@ -150,8 +151,9 @@ def check_onnx_graph(model, deform_convs: int) -> None:
         raise ValueError(f"the exported graph uses custom domains {custom}: it would need a runtime plugin")
     found = sum(node.op_type == "DeformConv" for node in nodes)
     if found != deform_convs:
-        raise ValueError(f"the exported graph has {found} DeformConv nodes for the network's {deform_convs} DCN "
-                         "layers: build the network with the native or torchvision DCN backend to export it")
+        raise ValueError(f"the exported graph has {found} DeformConv nodes for the network's {deform_convs} "
+                         "DCN layers: build the network with the native or torchvision DCN backend to export "
+                         "it")
 
 
 def _all_nodes(graph) -> Iterator:

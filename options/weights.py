@@ -70,6 +70,7 @@ def check_exported_network(recorded: Mapping[str, Any], spec: Spec, source: str 
         differing = [f"{key}={theirs.get(key)!r} in the export but {ours.get(key)!r} in the options"
                      for key in sorted(theirs.keys() | ours.keys()) if theirs.get(key) != ours.get(key)]
     if differing:
-        raise CheckpointError(f"{source}: exported from another network than the options give: {', '.join(differing)}",
-                              hint="use the network section the model was exported with, or export these weights "
-                                   "again with scripts/export.py")
+        raise CheckpointError(f"{source}: exported from another network than the options give: "
+                              f"{', '.join(differing)}",
+                              hint="use the network section the model was exported with, or export these "
+                                   "weights again with scripts/export.py")

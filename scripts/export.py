@@ -3,7 +3,7 @@
     python scripts/export.py --model W.pth --out edvr.onnx                 # ONNX (opset 19), any batch/H/W
     python scripts/export.py --model W.pth --opt X.yml --out edvr.onnx --opset 21
     python scripts/export.py --model W.pth --out edvr.pt2                  # torch.export program
-    python scripts/export.py --model W.pth --out edvr_aoti.pt2 --aoti      # AOTInductor package (compiles C++)
+    python scripts/export.py --model W.pth --out edvr_aoti.pt2 --aoti      # AOTInductor package (C++)
 
 The architecture comes from --opt (its network section), else from the weights file (ours
 record it; BasicSR's are read off their shapes), as for ``test.py --model``; the weights are
@@ -58,6 +58,13 @@ def opset_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < FIRST_OPSET:
         raise argparse.ArgumentTypeError(f"ONNX has DeformConv from opset {FIRST_OPSET} on, got {value}")
+    try:
+        import onnx
+    except ImportError:
+        return value  # the export says what to install
+    if value > onnx.defs.onnx_opset_version():
+        raise argparse.ArgumentTypeError(f"the installed onnx {onnx.__version__} knows opsets up to "
+                                         f"{onnx.defs.onnx_opset_version()}, got {value}")
     return value
 
 
@@ -128,25 +135,31 @@ def export_program_file(net: torch.nn.Module, metadata: dict, args: argparse.Nam
 
 
 def verify(net: torch.nn.Module, exported, what: str) -> float:
-    """Max |exported - net| on random inputs of ``VERIFY_SHAPES``; a failed export above ``VERIFY_TOLERANCE``."""
+    """Max |exported - net| on random inputs of ``VERIFY_SHAPES``; above ``VERIFY_TOLERANCE`` the
+    export failed."""
     inputs = [example_input(net, batch, size) for batch, size in VERIFY_SHAPES]
     difference = max_difference(net, exported, inputs)
     if not difference <= VERIFY_TOLERANCE:
-        raise RuntimeError(f"{what} differs from the PyTorch network by {difference:.3g} (> {VERIFY_TOLERANCE}) on "
-                           f"inputs of shapes {[tuple(x.shape) for x in inputs]}: the export is wrong, nothing written")
+        shapes = [tuple(x.shape) for x in inputs]
+        raise RuntimeError(f"{what} differs from the PyTorch network by {difference:.3g} "
+                           f"(> {VERIFY_TOLERANCE}) on inputs of shapes {shapes}: the export is wrong, "
+                           "nothing written")
     return difference
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="weights: ours or BasicSR's (params / params_ema)")
-    parser.add_argument("--out", type=Path, required=True, help="the export: NAME.onnx, or NAME.pt2 (torch.export)")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="weights: ours or BasicSR's (params / params_ema)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the export: NAME.onnx, or NAME.pt2 (torch.export)")
     parser.add_argument("-opt", "--opt", help="option file whose network section gives the architecture")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override an option of --opt (repeatable)")
-    parser.add_argument("--opset", type=opset_number, help=f"ONNX opset (default {FIRST_OPSET}, the first with "
-                                                           "DeformConv)")
-    parser.add_argument("--aoti", action="store_true", help="with a .pt2 --out: compile an AOTInductor package")
+    parser.add_argument("--opset", type=opset_number,
+                        help=f"ONNX opset (default {FIRST_OPSET}, the first with DeformConv)")
+    parser.add_argument("--aoti", action="store_true",
+                        help="with a .pt2 --out: compile an AOTInductor package")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -169,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     metadata = export_metadata(net, architecture, file_sha256(args.model))
     summary = (export_onnx_file if kind == ".onnx" else export_program_file)(net, metadata, args)
     size_mib = args.out.stat().st_size / 2**20
-    print(f"wrote {args.out} ({size_mib:.1f} MiB): {architecture['type']} x{net.scale}, {net.num_frame} frames "
-          f"(centre {net.center_frame_idx}), H and W multiples of {net.size_multiple}; {summary}", flush=True)
+    print(f"wrote {args.out} ({size_mib:.1f} MiB): {architecture['type']} x{net.scale}, {net.num_frame} "
+          f"frames (centre {net.center_frame_idx}), H and W multiples of {net.size_multiple}; {summary}",
+          flush=True)
     return 0
 
 

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 ONNX_SUFFIX = ".onnx"
 EXPORT_HINT = "export the weights with: python scripts/export.py --model W.pth --out model.onnx"
 # Geometry metadata props (written by models.export.export_metadata) and their allowed ranges.
-GEOMETRY_RANGES = {"scale": (1, 16), "size_multiple": (1, 1024), "num_frame": (1, 99), "center_frame_idx": (0, 98)}
+GEOMETRY_RANGES = {"scale": (1, 16), "size_multiple": (1, 1024), "num_frame": (1, 99),
+                   "center_frame_idx": (0, 98)}
 
 
 def is_onnx_model(path: str | os.PathLike | None) -> bool:
@@ -40,7 +41,8 @@ def is_onnx_model(path: str | os.PathLike | None) -> bool:
 
 
 def default_providers() -> list[str]:
-    """ONNX Runtime execution providers, best first: CUDA where onnxruntime has it and a GPU is present."""
+    """ONNX Runtime execution providers, best first: CUDA where onnxruntime has it (the
+    onnxruntime-gpu package) and a GPU is present, else CPU."""
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
@@ -52,7 +54,8 @@ def read_geometry(metadata: Mapping[str, str], source: str) -> tuple[dict[str, A
     """(architecture, geometry) from an export's metadata props; ``CheckpointError`` naming the
     first prop that is missing or out of range."""
     def fail(message: str) -> CheckpointError:
-        return CheckpointError(f"{source}: {message}; it is not a model exported by vidrestore", hint=EXPORT_HINT)
+        return CheckpointError(f"{source}: {message}; it is not a model exported by vidrestore",
+                               hint=EXPORT_HINT)
 
     geometry = {}
     for key, (low, high) in GEOMETRY_RANGES.items():
@@ -89,9 +92,12 @@ class OnnxNetwork:
     training = False  # evaluation reads and restores the mode of the network it is given
 
     def __init__(self, model: str | os.PathLike | bytes, providers: Sequence[str] | None = None):
-        import onnxruntime
-
         self.source = "<ONNX bytes>" if isinstance(model, bytes) else str(model)
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise CheckpointError(f"{self.source}: running an ONNX model needs onnxruntime ({error})",
+                                  hint="pip install -r requirements-onnx.txt") from None
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise CheckpointError(f"{model}: no such ONNX model file")
         options = onnxruntime.SessionOptions()
@@ -100,22 +106,26 @@ class OnnxNetwork:
         options.enable_mem_pattern = False
         options.log_severity_level = 3  # errors only: ONNX Runtime's warnings go to stderr
         try:
-            self.session = onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                                        providers=list(providers or default_providers()))
+            self.session = onnxruntime.InferenceSession(
+                model if isinstance(model, bytes) else str(model), options,
+                providers=list(providers or default_providers()))
         except Exception as error:  # onnxruntime's own classes (InvalidProtobuf, InvalidGraph, Fail, ...)
             reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"{self.source}: ONNX Runtime cannot load it ({reason})", hint=EXPORT_HINT) from error
-        self.architecture, geometry = read_geometry(self.session.get_modelmeta().custom_metadata_map, self.source)
+            raise CheckpointError(f"{self.source}: ONNX Runtime cannot load it ({reason})",
+                                  hint=EXPORT_HINT) from error
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.architecture, geometry = read_geometry(metadata, self.source)
         self.scale = geometry["scale"]
         self.size_multiple = geometry["size_multiple"]
         self.num_frame = geometry["num_frame"]
         self.center_frame_idx = geometry["center_frame_idx"]
-        self.weights_sha256 = self.session.get_modelmeta().custom_metadata_map.get("weights_sha256")
+        self.weights_sha256 = metadata.get("weights_sha256")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 5 or len(outputs) != 1 or inputs[0].type != "tensor(float)":
-            raise CheckpointError(f"{self.source}: expected one float input (B, T, C, H, W) and one output, got "
-                                  f"{[(i.name, i.type, i.shape) for i in inputs]} -> {[o.name for o in outputs]}",
-                                  hint=EXPORT_HINT)
+        one_float_input = len(inputs) == 1 and len(inputs[0].shape) == 5 and inputs[0].type == "tensor(float)"
+        if not one_float_input or len(outputs) != 1:
+            found = f"{[(i.name, i.type, i.shape) for i in inputs]} -> {[o.name for o in outputs]}"
+            raise CheckpointError(f"{self.source}: expected one float input (B, T, C, H, W) and one output, "
+                                  f"got {found}", hint=EXPORT_HINT)
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         channels = inputs[0].shape[2]
         self.num_in_ch = channels if isinstance(channels, int) else None

@@ -27,8 +27,9 @@ def _static_dim(value: Any, axis: int, what: str) -> int:
     shape = getattr(value, "shape", None)
     dim = shape[axis] if shape is not None and len(shape) > axis else None
     if not isinstance(dim, int):
-        raise ValueError(f"DeformConv export: the {what} (dimension {axis} of {getattr(value, 'name', value)}) "
-                         f"must be static, got {dim!r}")
+        name = getattr(value, "name", value)
+        raise ValueError(f"DeformConv export: the {what} (dimension {axis} of {name}) must be static, "
+                         f"got {dim!r}")
     return dim
 
 
@@ -58,8 +59,8 @@ def vidrestore_deform_conv2d(x, offset, mask, weight, bias, stride, padding, dil
 def torchvision_deform_conv2d(x, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
                               dilation_h, dilation_w, groups, offset_groups, use_mask):
     """``torchvision::deform_conv2d``: without ``use_mask`` its mask input is a placeholder, left out."""
-    return _deform_conv(x, weight, offset, bias, mask if use_mask else None, (stride_h, stride_w), (pad_h, pad_w),
-                        (dilation_h, dilation_w), groups, offset_groups)
+    return _deform_conv(x, weight, offset, bias, mask if use_mask else None, (stride_h, stride_w),
+                        (pad_h, pad_w), (dilation_h, dilation_w), groups, offset_groups)
 
 
 def translation_table() -> dict[Any, Callable]:

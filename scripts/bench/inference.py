@@ -50,6 +50,7 @@ CONFIGS = {
         "180x320 ours": Config(180, 320),
         "180x320 ours, tiles 128+16": Config(180, 320, tile=128, overlap=16),
         "180x320 ONNX Runtime": Config(180, 320, onnx=True),
+        "180x320 ONNX Runtime, tiles 128+16": Config(180, 320, tile=128, overlap=16, onnx=True),
         "540x960 ours, tiles 256+16 (4K out)": Config(540, 960, tile=256, overlap=16),
     },
     "cuda": {

@@ -71,7 +71,8 @@ def export_both(folder: Path, frames: int = 5) -> None:
     rows, columns = torch.export.Dim("rows", min=2, max=16384), torch.export.Dim("columns", min=2, max=16384)
     with torch.no_grad():
         pyramid = [level.unflatten(0, x.shape[:2]) for level in net.extract_features(x.flatten(0, 1))]
-    level_shapes = [{0: batch, 3: 2 ** (2 - i) * rows, 4: 2 ** (2 - i) * columns} for i in range(3)]  # L1 = 4x L3
+    # L1, L2, L3: 4, 2, 1 times the rows and columns of L3
+    level_shapes = [{0: batch, 3: 2 ** (2 - i) * rows, 4: 2 ** (2 - i) * columns} for i in range(3)]
     frame_shape = {0: batch, 2: 4 * rows, 3: 4 * columns}
     jobs = {
         "full": (net, (x,), dynamic_shapes(net)),
@@ -93,7 +94,8 @@ def time_way(folder: Path, way: str, size: tuple[int, int], repeats: int) -> dic
     options.enable_mem_pattern = False  # as models.restoration.onnx_network
 
     def session(name):
-        return onnxruntime.InferenceSession(str(folder / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(folder / f"{name}.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
 
     rng = np.random.default_rng(0)
     lq = rng.random((1, 5, 3, *size), dtype=np.float32)
@@ -142,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="onnx_split_") as folder:
         export_both(Path(folder))
-        print(f"# EDVR-M (random weights), LR {args.size[0]}x{args.size[1]}, ONNX Runtime CPU, {os.cpu_count()} CPUs, "
-              f"load {os.getloadavg()[0]:.2f}, median of {args.repeats}")
+        print(f"# EDVR-M (random weights), LR {args.size[0]}x{args.size[1]}, ONNX Runtime CPU, "
+              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, median of {args.repeats}")
         print("| way | s/window | peak RSS MiB |\n|---|---:|---:|")
         results = {}
         for way, label in [("full", "one graph (EDVR.forward)"), ("split", "features (1 new frame) + rest")]:
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
                                   f"{args.size[0]}x{args.size[1]}", "--repeats", str(args.repeats)],
                                  capture_output=True, text=True, check=True)
             results[way] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {label} | {results[way]['s_per_window']:.2f} | {results[way]['peak_rss_mib']:.0f} |", flush=True)
+            result = results[way]
+            print(f"| {label} | {result['s_per_window']:.2f} | {result['peak_rss_mib']:.0f} |", flush=True)
         print(f"split / full time: {results['split']['s_per_window'] / results['full']['s_per_window']:.2f}")
 
 

@@ -19,7 +19,14 @@ from models.edvr import EDVR
 from models.outputs import OutputError
 from options.cli import UsageError
 from scripts.export import main as export_main
-from tests.builders import TINY_EDVR, real_frames, spread_offsets, tiny_edvr, write_clip_tree, write_train_options
+from tests.builders import (
+    TINY_EDVR,
+    real_frames,
+    spread_offsets,
+    tiny_edvr,
+    write_clip_tree,
+    write_train_options,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,18 +75,18 @@ def test_basicsr_edvr_m_exported_with_the_readme_command_restores_real_footage_a
     weights = tmp_path / "EDVR_M_basicsr.pth"
     torch.save({"params": spread_offsets(EDVR()).state_dict()}, weights)
     model = tmp_path / "edvr.onnx"
-    result = subprocess.run([sys.executable, "scripts/export.py", "--model", str(weights), "--out", str(model)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "scripts/export.py", "--model", str(weights), "--out", str(model)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "4 DeformConv nodes" in result.stdout and "EDVR x4, 5 frames (centre 2)" in result.stdout
 
     for name, size, extra in [("a", (62, 46), ["--tile", "32", "--tile-overlap", "8"]),
                               ("b", (44, 34), ["--batch", "2", "--scene-cuts", "auto"])]:
-        clip = lr_clip(tmp_path / "lr", name, size, count=4)
+        clip = lr_clip(tmp_path / "lr", name, size, count=5)  # the least a 5-frame window pads
         restore("--model", model, "--input", clip, "--output", tmp_path / f"onnx_{name}", *extra)
         restore("--model", weights, "--input", clip, "--output", tmp_path / f"torch_{name}", *extra)
         ours, theirs = read_pngs(tmp_path / f"onnx_{name}"), read_pngs(tmp_path / f"torch_{name}")
-        assert list(ours) == list(theirs) and len(ours) == 4
+        assert list(ours) == list(theirs) and len(ours) == 5
         for key in ours:
             assert ours[key].shape == (size[1] * 4, size[0] * 4, 3)
             assert np.abs(ours[key] - theirs[key]).max() <= 1, key
@@ -88,7 +95,8 @@ def test_basicsr_edvr_m_exported_with_the_readme_command_restores_real_footage_a
 def test_evaluation_with_an_onnx_model_scores_as_its_weights(demo, tiny_weights, tiny_onnx, tmp_path):
     opts = write_train_options(tmp_path / "t.yml", demo, tmp_path / "exp")
     by_weights = test_script.main(["-opt", str(opts), "--set", f"path.pretrain_network_g={tiny_weights}"])
-    by_onnx = test_script.main(["-opt", str(opts), "--set", f"path.pretrain_network_g={tiny_onnx}", "--bicubic"])
+    by_onnx = test_script.main(["-opt", str(opts), "--set", f"path.pretrain_network_g={tiny_onnx}",
+                                "--bicubic"])
     assert [r.name for r in by_onnx] == ["demo_val", "demo_val"]
     for metric in ("psnr",):
         assert abs(by_onnx[0].mean(metric) - by_weights[0].mean(metric)) < 1e-3
@@ -147,11 +155,12 @@ def test_export_and_onnx_restore_errors(tiny_weights, tiny_onnx, tmp_path):
 
 
 def test_one_line_errors_from_the_command_line(tiny_weights, tmp_path):
-    result = subprocess.run([sys.executable, "scripts/export.py", "--model", str(tiny_weights),
-                             "--out", str(tmp_path / "model.onnx.txt")], cwd=ROOT, capture_output=True, text=True)
+    out = tmp_path / "model.onnx.txt"
+    command = [sys.executable, "scripts/export.py", "--model", str(tiny_weights), "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: --out {tmp_path / 'model.onnx.txt'}: name an .onnx file (ONNX) or a .pt2 file (torch.export)"]
+        f"error: --out {out}: name an .onnx file (ONNX) or a .pt2 file (torch.export)"]
 
 
 def test_training_and_pytorch_restoration_never_import_onnx(tiny_weights, tmp_path):
@@ -162,7 +171,8 @@ import test, train
 test.main(["--model", {str(tiny_weights)!r}, "--input", {str(clip)!r}, "--output", {str(tmp_path / 'out')!r}])
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime", "onnxscript", "onnx_ir")))
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert len(list((tmp_path / "out").glob("*.png"))) == 5

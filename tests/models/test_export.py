@@ -84,7 +84,8 @@ def test_graph_is_standard_onnx_with_one_deform_conv_per_dcn_layer(export_of, va
     (lq,), (out,) = model.graph.input, model.graph.output
     assert (lq.name, out.name) == (ONNX_INPUT, ONNX_OUTPUT)
     dims = [d.dim_param or d.dim_value for d in lq.type.tensor_type.shape.dim]
-    assert dims[1:3] == [net.num_frame, 3] and all(isinstance(d, str) and d for d in (dims[0], dims[3], dims[4]))
+    assert dims[1:3] == [net.num_frame, 3]
+    assert all(isinstance(d, str) and d for d in (dims[0], dims[3], dims[4]))  # batch, H, W: symbolic
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -94,7 +95,8 @@ def test_metadata_props_record_the_geometry(export_of, variant):
     assert json.loads(props["architecture"]) == {"type": "EDVR", **TINY_EDVR}
     assert props["weights_sha256"] == "0" * 64
     geometry = (net.scale, net.size_multiple, net.num_frame, net.center_frame_idx)
-    assert tuple(int(props[k]) for k in ("scale", "size_multiple", "num_frame", "center_frame_idx")) == geometry
+    keys = ("scale", "size_multiple", "num_frame", "center_frame_idx")
+    assert tuple(int(props[k]) for k in keys) == geometry
     assert (runtime.scale, runtime.size_multiple, runtime.num_frame, runtime.center_frame_idx) == geometry
 
 

@@ -35,7 +35,8 @@ class DeformConvLayer(nn.Module):
     def __init__(self, tensors: dict, kwargs: dict, backend: str):
         super().__init__()
         self.weight = nn.Parameter(tensors["weight"], requires_grad=False)
-        self.bias = nn.Parameter(tensors["bias"], requires_grad=False) if tensors["bias"] is not None else None
+        bias = tensors["bias"]
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
         self.kwargs, self.backend = kwargs, backend
 
     def forward(self, x, offset, mask=None):
@@ -70,14 +71,17 @@ def test_deform_conv_is_the_standard_op_and_runs_in_onnxruntime(case, backend):
     assert node.domain == "" and len(model.graph.node) == 1
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     stride, padding, dilation = kwargs["stride"], kwargs["padding"], kwargs["dilation"]
-    assert attributes == {"group": case.groups, "offset_group": case.deform_groups, "kernel_shape": list(case.kernel),
-                          "strides": list(stride), "dilations": list(dilation),
-                          "pads": [padding[0], padding[1], padding[0], padding[1]]}
+    pads = [padding[0], padding[1], padding[0], padding[1]]  # top, left, bottom, right
+    assert attributes == {"group": case.groups, "offset_group": case.deform_groups, "pads": pads,
+                          "kernel_shape": list(case.kernel), "strides": list(stride),
+                          "dilations": list(dilation)}
     with_bias = case.bias or backend == "torchvision"  # torchvision passes zeros for a missing bias
-    assert [bool(name) for name in node.input] == [True, True, True, with_bias, case.masked][: len(node.input)]
+    expected_inputs = [True, True, True, with_bias, case.masked]  # X, W, offset, B, mask; trailing omitted
+    assert [bool(name) for name in node.input] == expected_inputs[: len(node.input)]
 
 
 def test_the_table_holds_the_ops_registered_here():
     get_backend("native", "cpu")
     table = translation_table()
-    assert set(table) == {torch.ops.vidrestore.deform_conv2d.default, torch.ops.torchvision.deform_conv2d.default}
+    assert set(table) == {torch.ops.vidrestore.deform_conv2d.default,
+                          torch.ops.torchvision.deform_conv2d.default}
