@@ -108,17 +108,19 @@ def export_onnx(net: nn.Module, metadata: Mapping[str, str], opset: int | None =
     """``net.forward`` as an ONNX model (``onnx.ModelProto``; weights inside, no external data)
     with ``metadata`` as its metadata props, checked by ``onnx.checker`` and ``check_onnx_graph``.
 
-    ``opset``: the ONNX opset (None: 19, the first with DeformConv). The DCN layers must run
-    an op with a translation: our native op or torchvision's (``ops.dcn`` backends ``native``,
-    ``torchvision``); anything else is refused rather than exported as a decomposition.
+    ``opset``: the ONNX opset (None: 19, the first with DeformConv; at most
+    ``ops.dcn.onnx_export.last_opset()``). The DCN layers must run an op with a translation: our
+    native op or torchvision's (``ops.dcn`` backends ``native``, ``torchvision``); anything else
+    is refused rather than exported as a decomposition.
     """
     import onnx
 
-    from ops.dcn.onnx_export import DEFORM_CONV_OPSET, translation_table
+    from ops.dcn.onnx_export import DEFORM_CONV_OPSET, last_opset, translation_table
 
     opset = DEFORM_CONV_OPSET if opset is None else opset
-    if opset < DEFORM_CONV_OPSET:
-        raise ValueError(f"opset {opset}: ONNX has DeformConv from opset {DEFORM_CONV_OPSET} on")
+    if not DEFORM_CONV_OPSET <= opset <= last_opset():
+        raise ValueError(f"opset {opset}: ONNX has DeformConv from opset {DEFORM_CONV_OPSET} on, and the "
+                         f"installed onnx and onnxscript export up to opset {last_opset()}")
     program = export_program(net)  # first: tracing loads the DCN backend, whose op the table then holds
     onnx_program = torch.onnx.export(
         program, dynamo=True, opset_version=opset, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],

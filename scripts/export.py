@@ -51,7 +51,7 @@ ONNX_DEPENDENCIES_HINT = "pip install -r requirements-onnx.txt"
 
 
 def opset_number(text: str) -> int:
-    """``--opset`` value: an ONNX opset with DeformConv (19 up to what the installed onnx knows)."""
+    """``--opset`` value: an ONNX opset with DeformConv (19 up to ``last_opset()`` here)."""
     try:
         value = int(text)
     except ValueError:
@@ -59,12 +59,12 @@ def opset_number(text: str) -> int:
     if value < FIRST_OPSET:
         raise argparse.ArgumentTypeError(f"ONNX has DeformConv from opset {FIRST_OPSET} on, got {value}")
     try:
-        import onnx
+        from ops.dcn.onnx_export import last_opset
     except ImportError:
-        return value  # the export says what to install
-    if value > onnx.defs.onnx_opset_version():
-        raise argparse.ArgumentTypeError(f"the installed onnx {onnx.__version__} knows opsets up to "
-                                         f"{onnx.defs.onnx_opset_version()}, got {value}")
+        return value  # no onnx/onnxscript: the export says what to install
+    if value > last_opset():
+        raise argparse.ArgumentTypeError(f"the installed onnx and onnxscript export opsets {FIRST_OPSET} to "
+                                         f"{last_opset()}, got {value}")
     return value
 
 

@@ -22,6 +22,21 @@ from onnxscript import opset19
 DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
 
 
+def last_opset() -> int:
+    """The highest opset an export can target here: what the installed onnx defines, and at most
+    what onnxscript's version converter reaches. torch.onnx builds the graph at its own opset (18)
+    and converts it; beyond the converter's range it falls back to onnx's C converter, which has
+    no DeformConv adapter, so the export would fail (measured: onnxscript 0.7.2 reaches 25,
+    onnx 1.23.2 defines 28)."""
+    import onnx
+    from onnxscript.version_converter import _version_converter
+
+    converter_max = getattr(_version_converter, "SUPPORTED_MAX_ONNX_OPSET", None)
+    if converter_max is None:  # a later onnxscript: no known limit but onnx's own
+        return onnx.defs.onnx_opset_version()
+    return min(onnx.defs.onnx_opset_version(), converter_max)
+
+
 def _static_dim(value: Any, axis: int, what: str) -> int:
     """A dimension of an exported value that must be known at export time (channels, kernel size)."""
     shape = getattr(value, "shape", None)

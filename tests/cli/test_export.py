@@ -17,6 +17,7 @@ import test as test_script
 from models.checkpoint import CheckpointError, save_network
 from models.edvr import EDVR
 from models.outputs import OutputError
+from ops.dcn.onnx_export import last_opset
 from options.cli import UsageError
 from scripts.export import main as export_main
 from tests.builders import (
@@ -136,8 +137,10 @@ def test_export_and_onnx_restore_errors(tiny_weights, tiny_onnx, tmp_path):
         export("--model", tiny_weights, "--out", tmp_path / "m.onnx", "--aoti")
     with pytest.raises(UsageError, match="--opset is for ONNX exports"):
         export("--model", tiny_weights, "--out", tmp_path / "m.pt2", "--opset", "19")
-    with pytest.raises(SystemExit):
-        export("--model", tiny_weights, "--out", tmp_path / "m.onnx", "--opset", "18")
+    for opset in ("18", str(last_opset() + 1), "x"):  # below DeformConv, beyond the exporter, not a number
+        with pytest.raises(SystemExit) as exited:
+            export("--model", tiny_weights, "--out", tmp_path / "m.onnx", "--opset", opset)
+        assert exited.value.code == 2
     with pytest.raises(OutputError, match="exists"):
         export("--model", tiny_weights, "--out", tiny_onnx)
     (tmp_path / "folder.onnx").mkdir()

@@ -29,6 +29,7 @@ from models.export import (
 from models.restoration import Engine, Tiling
 from models.restoration.onnx_network import OnnxNetwork
 from ops.dcn import DCNv2Pack
+from ops.dcn.onnx_export import DEFORM_CONV_OPSET, last_opset
 from tests.builders import TINY_EDVR, spread_offsets, tiny_edvr
 
 PARITY = 1e-4  # max |ONNX Runtime - PyTorch|, float32
@@ -111,6 +112,20 @@ def test_the_engine_tiles_and_pads_an_onnx_network_as_a_pytorch_one(export_of, v
         expected = Engine(net, tiling=tiling).restore_batch(lq)
     out = Engine(runtime, tiling=tiling).restore_batch(lq)
     assert out.shape == expected.shape and (out - expected).abs().max() <= PARITY
+
+
+def test_the_last_opset_the_exporter_reaches_runs_in_onnxruntime():
+    """DeformConv changed at opset 22 (more types); the exporter converts the graph up to
+    ``last_opset()``, and beyond it refuses rather than fail inside onnx's converter."""
+    net = spread_offsets(tiny_edvr(dcn_backend="native", with_tsa=False))
+    model = export_onnx(net, metadata_for(net), opset=last_opset())
+    assert [(entry.domain, entry.version) for entry in model.opset_import] == [("", last_opset())]
+    lq = torch.rand(1, net.num_frame, 3, 3 * net.size_multiple, 2 * net.size_multiple)
+    with torch.no_grad():
+        assert (OnnxNetwork(model.SerializeToString())(lq) - net(lq)).abs().max() <= PARITY
+    for opset in (DEFORM_CONV_OPSET - 1, last_opset() + 1):
+        with pytest.raises(ValueError, match=f"opset {opset}: ONNX has DeformConv from opset 19 on"):
+            export_onnx(net, metadata_for(net), opset=opset)
 
 
 def test_a_graph_without_deform_conv_or_with_custom_domains_is_refused(export_of):
