@@ -166,16 +166,36 @@ def test_one_line_errors_from_the_command_line(tiny_weights, tmp_path):
         f"error: --out {out}: name an .onnx file (ONNX) or a .pt2 file (torch.export)"]
 
 
-def test_training_and_pytorch_restoration_never_import_onnx(tiny_weights, tmp_path):
+def test_training_evaluation_and_pytorch_restoration_never_import_onnx(demo, tiny_weights, tmp_path):
+    """A tiny training (with validation), an evaluation and a restoration with PyTorch weights in a
+    fresh process: none of them imports onnx, onnxruntime or onnxscript. They are installed here (the
+    dev requirements), so any import would succeed and show in sys.modules. (torch._dynamo probes
+    their specs with importlib.util.find_spec without importing them, which is not counted.)"""
     clip = lr_clip(tmp_path / "lr", "clip", (40, 32), count=5)
+    opts = write_train_options(tmp_path / "t.yml", demo, tmp_path / "exp", total_iter=3, val_freq=3)
     code = f"""
 import sys
 import test, train
+train.main(["-opt", {str(opts)!r}])
+test.main(["-opt", {str(opts)!r}, "--set", "path.pretrain_network_g={tiny_weights}"])
 test.main(["--model", {str(tiny_weights)!r}, "--input", {str(clip)!r}, "--output", {str(tmp_path / 'out')!r}])
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime", "onnxscript", "onnx_ir")))
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert len(list((tmp_path / "out").glob("*.png"))) == 5
+    assert list((tmp_path / "exp").rglob("net_g_3.pth"))  # the training ran to its end
+
+
+def test_the_onnx_packages_are_pinned_in_the_dev_requirements():
+    """The tests need onnx, onnxruntime and onnxscript (requirements-dev.txt pins the tested versions);
+    users who deploy get them from requirements-onnx.txt."""
+    def names(path: str, pinned: bool) -> set[str]:
+        lines = [line.split("#")[0].strip() for line in (ROOT / path).read_text().splitlines()]
+        separator = "==" if pinned else ">="
+        return {line.split(separator)[0] for line in lines if separator in line}
+
+    assert {"onnx", "onnxruntime", "onnxscript"} <= names("requirements-dev.txt", pinned=True)
+    assert names("requirements-onnx.txt", pinned=False) == {"onnx", "onnxruntime", "onnxscript"}
