@@ -83,6 +83,11 @@ def setup_processes(timeout_s: int) -> Processes:
         return Processes(0, 1, device)
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise cli.UsageError(
+                f"process {local_rank} of this machine has no GPU: {torch.cuda.device_count()} visible. Start one "
+                f"process per GPU (torchrun --nproc_per_node={torch.cuda.device_count()}), or train on the CPU "
+                f"with CUDA_VISIBLE_DEVICES=''")
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:

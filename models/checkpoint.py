@@ -119,13 +119,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch weights file (it starts with {head!r}, not a torch.save "
+                              "archive)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
-            f"{path}: cannot be loaded safely (torch.load with weights_only=True): {_first_line(error)}",
-            hint="the file is corrupt, not a PyTorch weights file, or holds Python objects that would need "
-                 "arbitrary code to unpickle (refused: only tensors and plain containers load)",
+            f"{path}: cannot be loaded safely (torch.load with weights_only=True): {_load_failure(error)}",
+            hint="the file is damaged, or holds Python objects that would need arbitrary code to unpickle "
+                 "(refused: only tensors and plain containers load)",
         ) from error
     _check_layout(checkpoint, path)
     return checkpoint
@@ -286,8 +291,11 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _first_line(error: BaseException) -> str:
-    return _short(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__, 200)
+def _load_failure(error: BaseException) -> str:
+    """The telling line of a ``torch.load`` error: the refused global, else the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    refused = next((line for line in lines if "Unsupported global" in line), None)
+    return _short(refused or lines[0], 200)
 
 
 def _fsync_directory(directory: Path) -> None:

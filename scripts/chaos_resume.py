@@ -11,6 +11,7 @@ bit-identical to those of a run that was never interrupted. Exit status 1 otherw
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -27,6 +28,9 @@ import torch  # noqa: E402
 
 from options import cli  # noqa: E402
 from scripts.make_demo_data import make_demo_data  # noqa: E402
+
+# The bit-identical guarantee is for CPU training: hide GPUs from the trainings.
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def write_options(path: Path, data: Path, experiments: Path, iters: int) -> Path:
@@ -71,7 +75,7 @@ def run_chaos(kills: int, iters: int, seed: int, workdir: Path, log=print) -> bo
 
     reference_opts = write_options(workdir / "reference.yml", data, workdir / "reference", iters)
     start = time.perf_counter()
-    subprocess.run(train_command(reference_opts), cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(train_command(reference_opts), cwd=ROOT, env=CPU_ONLY, check=True, capture_output=True)
     duration = time.perf_counter() - start
     per_iteration = _seconds_per_iteration(workdir / "reference" / "chaos" / "logs" / "train.log")
     log(f"uninterrupted run: {iters} iterations in {duration:.1f} s ({per_iteration:.2f} s per iteration)")
@@ -89,7 +93,7 @@ def run_chaos(kills: int, iters: int, seed: int, workdir: Path, log=print) -> bo
         target = min(iters - 1, done + rng.randint(1, max(1, iters // kills)))
         extra = rng.uniform(0.0, 1.5 * per_iteration)
         offset = chaos_log.stat().st_size if chaos_log.exists() else 0
-        process = subprocess.Popen(train_command(chaos_opts), cwd=ROOT, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(train_command(chaos_opts), cwd=ROOT, env=CPU_ONLY, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         while process.poll() is None and f"iter {target}/" not in _read_from(chaos_log, offset):
             time.sleep(0.02)
@@ -102,7 +106,7 @@ def run_chaos(kills: int, iters: int, seed: int, workdir: Path, log=print) -> bo
         done_kills += 1
         log(f"  kill {done_kills}/{kills}: {extra:.2f} s after iteration {target}; newest training state: "
             f"{_newest_state(workdir / 'chaos' / 'chaos')}")
-    result = subprocess.run(train_command(chaos_opts), cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(train_command(chaos_opts), cwd=ROOT, env=CPU_ONLY, capture_output=True, text=True)
     if result.returncode != 0:
         log(result.stdout[-2000:] + result.stderr[-2000:])
         return False

@@ -1,6 +1,6 @@
 """Build the native DCN kernels (``ops/dcn/csrc``) into a shared library, ahead of time or on first use.
 
-    python -m ops.dcn.build              # flavour for this machine (CUDA if a GPU is visible)
+    python -m ops.dcn.build              # the default flavour (CPU; CUDA with VIDRESTORE_DCN_CUDA=1)
     python -m ops.dcn.build --cuda       # force the CUDA flavour (needs nvcc; set TORCH_CUDA_ARCH_LIST
                                          # for the target GPUs, default 9.0 when no GPU is visible)
     python -m ops.dcn.build --cpu        # C++ kernels only
@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -50,8 +51,11 @@ class NativeBuildError(RuntimeError):
 
 
 def default_with_cuda() -> bool:
-    """The flavour for this machine: ``$VIDRESTORE_DCN_CUDA`` (1/0) if set, else whether a GPU
-    is visible. The only place that reads the variable; callers pass the result on as ``with_cuda``.
+    """The flavour to build and load: ``$VIDRESTORE_DCN_CUDA`` (1/0) if set, else the CPU flavour.
+
+    The CUDA flavour is opt-in: ``auto`` sends CUDA inputs to torchvision (see
+    ``backends.auto_order``), so a GPU machine needs neither nvcc nor a CUDA build for the CPU
+    kernels. The only place that reads the variable; callers pass the result on as ``with_cuda``.
 
     Raises:
         NativeBuildError: the variable holds something other than 1/0.
@@ -63,7 +67,7 @@ def default_with_cuda() -> bool:
         return False
     if value:
         raise NativeBuildError(f"{CUDA_ENV_VAR}={value!r}: expected 1 or 0")
-    return torch.cuda.is_available()
+    return False
 
 
 def extension_name(with_cuda: bool) -> str:
@@ -287,9 +291,13 @@ def _pip_cuda_include_dirs() -> list[str]:
 
 
 def _last_lines(error: BaseException, count: int = 6) -> str:
+    """The compiler's first error lines (the cause; later errors often only follow from it), then the
+    last lines of the output, joined on one line."""
     text = str(error).strip() or type(error).__name__
-    lines = [line for line in text.splitlines() if line.strip()]
-    return " | ".join(lines[-count:])
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first_errors = [line for line in lines if re.search(r"\berror\b", line, re.IGNORECASE)][:2]
+    tail = [line for line in lines[-count:] if line not in first_errors]
+    return " | ".join(first_errors + tail)
 
 
 def main(argv: list[str] | None = None) -> int:

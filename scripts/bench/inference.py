@@ -4,10 +4,12 @@
 
 Each configuration runs in its own process (so its peak memory is its own) and restores
 ``--frames`` frames of a random clip with a random-weight EDVR-M after one warm-up frame.
-"ours" is the restoration stream (``models.restoration``) on a network from ``prepare_for_inference``,
-with test.py's allocator settings (the path ``test.py --input`` takes). "ONNX Runtime" is the same
-stream on the network exported by ``scripts/export.py`` (exported in a child process first, so the
-export's memory is not counted), as ``test.py --model edvr.onnx`` runs it. The peer is what the reference
+"ours" is the restoration stream (``models.restoration``: ``Engine`` on a network from
+``prepare_for_inference``, ``WindowSchedule``, ``RestorationStream``) with test.py's allocator
+settings: the path ``test.py --input`` takes. "ONNX Runtime" is the same stream on the network
+exported by ``scripts/export.py`` (exported in a child process first, so the export's memory is
+not counted), as ``test.py --model edvr.onnx`` runs it; each ONNX Runtime row is also compared
+with the "ours" row of the same tiling. The peer is what the reference
 implementations (BasicSR, EDVR) do: one plain forward per 5-frame window, NCHW, float32,
 torchvision's DCN kernel. Printed: seconds per frame, frames/s, peak memory (RSS; on CUDA
 also the peak allocated GPU memory) and the time ratio to the peer of the same size and device.
@@ -104,7 +106,8 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
             net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
         engine = Engine(net, precision=getattr(torch, config.amp) if config.amp else None,
                         tiling=Tiling(config.tile, config.overlap))
-        stream = iter(RestorationStream(clip.__getitem__, len(clip), WindowSchedule(5), engine, device))
+        stream = iter(RestorationStream(clip.__getitem__, len(clip), WindowSchedule(net.num_frame),
+                                        engine, device))
     next(stream)  # warm-up: first frame (allocations, backend load, cuDNN autotuning)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -163,13 +166,13 @@ def main(argv: list[str] | None = None) -> None:
           f"EDVR-M (random weights), {args.frames} frames each")
     print("| configuration | DCN | s/frame | frames/s | peak RSS MiB | peak GPU MiB | time vs peer |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    peers = {}
+    peers, results = {}, {}
     for name in names:
         result = subprocess.run([sys.executable, __file__, "--one", name, "--frames", str(args.frames),
                                  "--device", args.device], capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-        r = json.loads(result.stdout.strip().splitlines()[-1])
+        r = results[name] = json.loads(result.stdout.strip().splitlines()[-1])
         size = name.split()[0]
         if configs[name].peer:
             peers[size] = r["s_per_frame"]
@@ -177,6 +180,12 @@ def main(argv: list[str] | None = None) -> None:
         gpu = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         print(f"| {name} | {r['backend']} | {r['s_per_frame']:.2f} | {1 / r['s_per_frame']:.3f} | "
               f"{r['peak_rss_mib']:.0f} | {gpu} | {ratio} |", flush=True)
+    for name in results:  # each ONNX Runtime row against our PyTorch path with the same tiling
+        ours = name.replace("ONNX Runtime", "ours")
+        if configs[name].onnx and ours in results:
+            time_ratio = results[name]["s_per_frame"] / results[ours]["s_per_frame"]
+            rss_ratio = results[name]["peak_rss_mib"] / results[ours]["peak_rss_mib"]
+            print(f"{name} vs {ours}: time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def test_test_script_writes_tables_with_a_bicubic_baseline(demo, tmp_path, capsy
 def test_ddp_two_processes_on_cpu(demo, tmp_path):
     """torchrun with 2 gloo processes: ranks end with identical weights, rank 0 writes one checkpoint."""
     opts = write_options(tmp_path / "ddp.yml", demo, tmp_path / "exp", total_iter=4)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "train.py"), "-opt", str(opts), "--set", "datasets.val=[]",
                "--set", "logger.save_checkpoint_freq=100"]

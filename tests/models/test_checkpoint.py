@@ -151,8 +151,12 @@ def test_missing_corrupt_and_bad_key(tmp_path):
     with pytest.raises(CheckpointError, match="no such weights file"):
         load_network(tiny(1), tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+    with pytest.raises(CheckpointError, match=r"junk.pth: not a PyTorch weights file \(it starts with b'this'"):
         load_network(tiny(1), tmp_path / "junk.pth")
+    save_network(tmp_path / "cut.pth", tiny(1))
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "cut.pth").read_bytes()[:3000])  # truncated: a killed copy
+    with pytest.raises(CheckpointError, match="cut.pth: cannot be loaded safely"):
+        load_network(tiny(1), tmp_path / "cut.pth")
     with pytest.raises(ValueError, match="key: expected 'auto', 'params' or 'params_ema', got 'ema'"):
         load_network(tiny(1), tmp_path / "junk.pth", key="ema")
 

@@ -203,10 +203,23 @@ def test_argument_overrides_environment(monkeypatch, fresh_backend_cache):
     assert get_backend("reference").name == "reference"
 
 
+def test_auto_sends_cuda_inputs_to_torchvision_without_building(monkeypatch, fresh_backend_cache):
+    """Our CUDA kernels are opt-in: choosing for CUDA inputs never builds or loads the native
+    library (a GPU machine needs no nvcc), and needs no GPU to decide."""
+    from ops.dcn import library
+
+    def no_load(with_cuda):
+        raise AssertionError("auto loaded the native library for CUDA inputs")
+
+    monkeypatch.delenv("VIDRESTORE_DCN", raising=False)
+    monkeypatch.setattr(library, "load", no_load)
+    assert get_backend("auto", "cuda").name == "torchvision"
+
+
 def test_auto_picks_the_best_available_and_logs_once(monkeypatch, caplog, fresh_backend_cache):
     monkeypatch.delenv("VIDRESTORE_DCN", raising=False)
     status = available_backends()
-    best = next(name for name in backends.AUTO_ORDER if status[name] == "available")
+    best = next(name for name in backends.auto_order("cpu") if status[name] == "available")
     with caplog.at_level(logging.INFO, logger="ops.dcn.backends"):
         for _ in range(3):
             assert get_backend().name == best

@@ -274,16 +274,17 @@ def test_ahead_of_time_build_is_loaded_without_a_compiler(native):
     """`python -m ops.dcn.build` puts the library where the runtime looks (the extensions
     cache, here the one this session already uses, so nothing is recompiled); a later process
     with that cache and no compiler nor ninja on PATH (e.g. a slim runtime image) loads it."""
-    env = {"VIDRESTORE_DCN_CUDA": "0", "PYTHONPATH": str(REPO)}
-    build = subprocess.run([sys.executable, "-m", "ops.dcn.build", "--cpu"], capture_output=True, text=True,
+    env = {"VIDRESTORE_DCN_CUDA": "1" if native.with_cuda else "0", "PYTHONPATH": str(REPO)}
+    flavour = "--cuda" if native.with_cuda else "--cpu"
+    build = subprocess.run([sys.executable, "-m", "ops.dcn.build", flavour], capture_output=True, text=True,
                            cwd=REPO, env={**os.environ, **env}, timeout=600)
     assert build.returncode == 0, build.stderr
     assert build.stdout.strip().endswith(str(native.path))
-    code = """
+    code = f"""
         import torch
         from ops.dcn import get_backend, library
         assert get_backend().name == "native", get_backend()
-        print(library.load(with_cuda=False).path)
+        print(library.load(with_cuda={native.with_cuda}).path)
     """
     result = _python(code, {**env, "CXX": "/nonexistent/c++", "PATH": "/nonexistent", "VIDRESTORE_DCN": ""})
     assert result.returncode == 0, result.stderr
@@ -371,14 +372,13 @@ def test_forced_native_on_a_device_without_kernels_raises(native, fresh_backend_
     assert get_backend("native", "cpu").name == "native"
 
 
-def test_auto_sends_inputs_on_a_device_without_native_kernels_to_torchvision(native, fresh_backend_cache):
-    """auto: one warning per process and device type, then torchvision for those inputs."""
-    device = "meta" if "cuda" in native.devices else "cuda"
-    with pytest.warns(UserWarning, match=f"unavailable for {device} inputs.*no {device} kernels"):
-        assert get_backend("auto", device).name == "torchvision"
+def test_auto_uses_native_for_cpu_inputs_and_torchvision_for_others_silently(native, fresh_backend_cache):
+    """auto: CPU inputs run our kernels; inputs on other devices go to torchvision first (our CUDA
+    kernels are opt-in), with no warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert get_backend("auto", device).name == "torchvision"
+        for device in ("cuda", "meta"):
+            assert get_backend("auto", device).name == "torchvision"
         assert get_backend("auto", "cpu").name == "native"
 
 
@@ -418,7 +418,11 @@ def test_cuda_source_compiles():
 
 # ---- CUDA runtime (skipped without a GPU) ---------------------------------------------------------
 
-cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+# Our CUDA kernels are opt-in (ops.dcn.backends.auto_order): their tests run in a process started
+# with VIDRESTORE_DCN_CUDA=1 on a machine with a GPU (`VIDRESTORE_DCN_CUDA=1 pytest tests/ops -m cuda`).
+CUDA_OPT_IN = os.environ.get("VIDRESTORE_DCN_CUDA", "").strip().lower() in ("1", "true", "yes")
+cuda = pytest.mark.skipif(not (HAS_CUDA and CUDA_OPT_IN), reason="needs a CUDA GPU and VIDRESTORE_DCN_CUDA=1")
+HALF_TOLERANCE_ULPS = 8
 
 
 @cuda
@@ -434,17 +438,23 @@ def test_native_cuda_matches_reference(native, case: DcnCase, dtype: torch.dtype
 @cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_native_cuda_half_precision_matches_float32(native, dtype):
+def test_native_cuda_half_precision_matches_reference(native, dtype):
+    """16-bit storage, float32 coordinates and sums: against the float64 reference on the same
+    (rounded) inputs, each output and gradient within a few units of the format's roundoff
+    (relative to its largest value): the columns and the column gradients are rounded once to
+    16 bits, and the offset gradient takes differences of sums of those."""
     case = next(c for c in CASES if c.in_channels == 64)
     tensors, kwargs = make_inputs(case, torch.float32, device="cuda")
-    expected = outputs_and_grads(tensors, kwargs, "reference")
     half = {k: v.to(dtype) if v is not None else None for k, v in tensors.items()}
+    expected = outputs_and_grads({k: v.double() if v is not None else None for k, v in half.items()},
+                                 kwargs, "reference")
     ours = outputs_and_grads(half, kwargs, "native")
+    roundoff = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}[dtype]
     for name in expected:
         assert ours[name].dtype == dtype
-        scale = expected[name].abs().max().item() + 1e-6
-        error = (ours[name].float() - expected[name]).abs().max().item() / scale
-        assert error < (2e-2 if dtype == torch.bfloat16 else 5e-3), f"{name}: relative error {error:.3g}"
+        scale = expected[name].abs().max().item() + 1e-12
+        error = (ours[name].double() - expected[name]).abs().max().item() / scale
+        assert error < HALF_TOLERANCE_ULPS * roundoff, f"{name}: relative error {error:.3g} ({error / roundoff:.1f} u)"
 
 
 @cuda

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "../deform_conv2d.h"
 
@@ -274,8 +275,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
   at::Tensor grad_weight_acc = at::zeros(weight.sizes(), weight.options().dtype(acc_dtype));
   at::Tensor grad_offset = at::empty(offset.sizes(), offset.options());
   at::Tensor grad_mask = has_mask ? at::empty(mask.sizes(), mask.options()) : at::empty({0}, x.options());
-  at::Tensor grad_bias = with_bias ? grad_out.sum({0, 2}, /*keepdim=*/false, acc_dtype).to(x.scalar_type())
-                                   : at::empty({0}, x.options());
+  // Explicit argument types: with a braced list, nvcc's front end finds the call ambiguous against
+  // some torch versions' headers (seen with torch 2.11).
+  const std::vector<int64_t> bias_dims = {0, 2};
+  at::Tensor grad_bias = at::empty({0}, x.options());
+  if (with_bias) {
+    grad_bias = at::sum(grad_out, at::OptionalIntArrayRef(at::IntArrayRef(bias_dims)), /*keepdim=*/false,
+                        std::optional<at::ScalarType>(acc_dtype))
+                    .to(x.scalar_type());
+  }
 
   if (grad_out.numel() > 0 && x.numel() > 0) {
     const int64_t group_rows = s.channels_per_group() * s.points();
