@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         raise cli.UsageError("--aoti makes an AOTInductor package: name a .pt2 --out file")
     if args.opset is not None and kind != ".onnx":
         raise cli.UsageError("--opset is for ONNX exports: name an .onnx --out file")
+    if args.model.suffix.lower() in (".onnx", ".pt2"):
+        raise cli.UsageError(f"--model {args.model}: this is an export, not weights; give the PyTorch weights "
+                             "file (.pth, ours or BasicSR's) it was made from")
     if args.set and not args.opt:
         raise cli.UsageError("--set overrides options of --opt: give --opt too")
     inputs = [args.model] + ([Path(args.opt)] if args.opt else [])

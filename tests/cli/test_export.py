@@ -4,12 +4,14 @@ evaluation with an ONNX model; .pt2 programs; argument errors; the PyTorch paths
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from models.checkpoint import CheckpointError, save_network
 from models.edvr import EDVR
 from models.outputs import OutputError
 from ops.dcn.onnx_export import last_opset
+from options import cli
 from options.cli import UsageError
 from scripts.export import main as export_main
 from tests.builders import (
@@ -164,6 +167,65 @@ def test_one_line_errors_from_the_command_line(tiny_weights, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: --out {out}: name an .onnx file (ONNX) or a .pt2 file (torch.export)"]
+
+
+def onnx_variant(source: Path, out: Path, change) -> Path:
+    model = onnx.load(str(source))
+    change(model)
+    onnx.save(model, str(out))
+    return out
+
+
+def as_mmcv_op(model) -> None:
+    """DeformConv as mmcv's custom op: what a runtime without the standard operator is asked to run."""
+    for node in model.graph.node:
+        if node.op_type == "DeformConv":
+            node.domain, node.op_type = "mmcv", "MMCVModulatedDeformConv2d"
+    model.opset_import.append(onnx.helper.make_opsetid("mmcv", 1))
+
+
+def without_metadata(model) -> None:
+    del model.metadata_props[:]
+
+
+def at_opset_18(model) -> None:  # declared before DeformConv existed
+    model.opset_import[0].version = 18
+
+
+@pytest.mark.parametrize("change, message", [
+    (as_mmcv_op, r"ONNX Runtime cannot load it \(.*mmcv:MMCVModulatedDeformConv2d.* is not a registered"),
+    (without_metadata, r"its metadata props have no 'scale'; it is not a model exported by vidrestore"),
+    (at_opset_18, r"ONNX Runtime cannot load it \(.*INVALID_GRAPH"),
+])
+def test_an_onnx_model_that_cannot_run_is_one_error_line(tiny_onnx, tmp_path, capsys, change, message):
+    model = onnx_variant(tiny_onnx, tmp_path / "model.onnx", change)
+    clip = lr_clip(tmp_path / "lr", "clip", (40, 32), count=5)
+    status = cli.run(test_script.main, ["--model", str(model), "--input", str(clip), "--output",
+                                        str(tmp_path / "out")])
+    error, hint = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and re.fullmatch(f"error: {re.escape(str(model))}: {message}.*", error), error
+    assert hint == "hint: export the weights with: python scripts/export.py --model W.pth --out model.onnx"
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_arguments_are_one_error_line(tiny_weights, tiny_onnx, tmp_path, capsys):
+    clip = lr_clip(tmp_path / "lr", "clip", (40, 32), count=5)
+    cases = [
+        (export_main, ["--model", tmp_path / "missing.pth", "--out", tmp_path / "a.onnx"],
+         f"error: {tmp_path / 'missing.pth'}: no such weights file"),
+        (export_main, ["--model", tiny_onnx, "--out", tmp_path / "a.onnx"],
+         f"error: --model {tiny_onnx}: this is an export, not weights; give the PyTorch weights file"),
+        (test_script.main,
+         ["--model", tmp_path / "missing.onnx", "--input", clip, "--output", tmp_path / "o"],
+         f"error: {tmp_path / 'missing.onnx'}: no such ONNX model file"),
+        (test_script.main, ["--model", tiny_onnx, "--input", clip, "--output", clip],
+         f"error: --output {clip}: is the input {clip}"),
+    ]
+    for main, argv, expected in cases:
+        assert cli.run(main, [str(a) for a in argv]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[0].startswith(expected)
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "o").exists()
+    assert sorted(p.name for p in clip.iterdir()) == [f"{i:08d}.png" for i in range(5)]
 
 
 def test_training_evaluation_and_pytorch_restoration_never_import_onnx(demo, tiny_weights, tmp_path):
