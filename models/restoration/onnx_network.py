@@ -5,8 +5,8 @@
 ``net(lq)``: (B, T, C, H, W) -> (B, C_out, H*scale, W*scale) torch tensors, and eval mode. So
 windows, padding, scene cuts, tiles, batches and the sinks work as with the PyTorch network.
 Each window runs the whole graph: it has no ``extract_features``, so the pyramids of frames that
-windows share are recomputed (exporting the two halves was measured and not kept, see
-``docs/benchmarks.md``).
+windows share are recomputed. Exporting the two halves instead is what
+``scripts/bench/onnx_split.py`` measures; no measurement is recorded yet, so it is not built.
 
 Providers: CUDA when onnxruntime has it and a GPU is present, else CPU. onnxruntime is imported
 here only, when a model is opened.
@@ -101,8 +101,8 @@ class OnnxNetwork:
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise CheckpointError(f"{model}: no such ONNX model file")
         options = onnxruntime.SessionOptions()
-        # Allocation patterns pre-plan one block per input shape: at EDVR-M 180x320 they took the
-        # peak RSS from 1.6 to 2.9 GiB at the same speed (docs/benchmarks.md).
+        # Allocation patterns pre-plan one block per input shape: off, to bound the peak RSS (effect not
+        # recorded in docs/benchmarks.md; see docs/deploy.md).
         options.enable_mem_pattern = False
         options.log_severity_level = 3  # errors only: ONNX Runtime's warnings go to stderr
         try:
