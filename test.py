@@ -51,8 +51,9 @@ from models.restoration.encoding import (CODECS, CONTAINERS, PIXEL_FORMATS, Fram
                                          check_encoding, copyable_streams, output_colour)
 from models.restoration.resume import file_digest, input_identity
 from models.restoration.engine import PRECISION_CHOICES, Precision, choose_precision
+from models.restoration.onnx_network import OnnxNetwork, is_onnx_model
 from options import cli
-from options.weights import network_from_weights
+from options.weights import check_exported_network, network_from_weights
 
 logger = logging.getLogger("test")
 
@@ -89,10 +90,14 @@ def run(opts: options.Options, bicubic: bool = False, precision: str = "fp32") -
                                    "test.py needs the weights to evaluate (--set path.pretrain_network_g=W.pth)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     release_freed_activations()
-    net = opts.network.build()
-    load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
-    net = prepare_for_inference(net, device)
-    chosen = choose_precision(precision, device)
+    if is_onnx_model(opts.path.pretrain_network_g):  # an export of scripts/export.py, run by ONNX Runtime
+        net = open_onnx_network(Path(opts.path.pretrain_network_g), opts.network)
+        device = net.device
+    else:
+        net = opts.network.build()
+        load_network(net, opts.path.pretrain_network_g, opts.path.param_key_g, opts.path.strict_load_g)
+        net = prepare_for_inference(net, device)
+    chosen = model_precision(precision, net, device)
     logger.info("precision: %s (%s)", chosen.name, chosen.reason)
     candidates = [(opts.network.type if chosen.name == "fp32" else f"{opts.network.type}_{chosen.name}", net)]
     if bicubic:  # the baseline, at any frame size (no padding)
@@ -151,7 +156,8 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("restore a folder of frames or a video (no ground truth needed)")
     group.add_argument("--input", type=Path, help="folder of frames (natural order) or a video file (any container "
                                                   "and codec FFmpeg reads; rotation metadata is applied)")
-    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema)")
+    group.add_argument("--model", type=Path, help="weights: ours or BasicSR's (params / params_ema), or a "
+                                                 "model exported by scripts/export.py (.onnx: ONNX Runtime)")
     group.add_argument("--output", type=Path, help="new folder for the restored PNG frames (same names as the input; "
                                                    "a video's frames are named 00000000, 00000001, ...)")
     group.add_argument("--video", type=Path,
@@ -219,6 +225,26 @@ def build_restore_network(args: argparse.Namespace) -> nn.Module:
     net = spec.build()
     load_network(net, args.model, key="auto", strict=True)
     return net
+
+
+def open_onnx_network(path: Path, spec=None) -> OnnxNetwork:
+    """An exported model (ONNX Runtime); with ``spec`` (an option file's network section) it must
+    have been exported from that architecture."""
+    net = OnnxNetwork(path)
+    if spec is not None:
+        check_exported_network(net.architecture, spec, path)
+    return net
+
+
+def model_precision(requested: str, net, device: torch.device) -> Precision:
+    """The precision ``net`` restores in: ``requested`` (a ``PRECISION_CHOICES`` entry) for our
+    PyTorch network; an exported ONNX model runs its float32 graph."""
+    if isinstance(net, OnnxNetwork):
+        if requested not in ("auto", "fp32"):
+            raise cli.UsageError(f"--precision {requested}: a model exported to ONNX runs in float32 with ONNX "
+                                 f"Runtime", hint="leave --precision out, or restore with the .pth weights")
+        return Precision("fp32", "ONNX Runtime runs the exported float32 graph")
+    return choose_precision(requested, device)
 
 
 def check_restore_arguments(args: argparse.Namespace) -> VideoEncoding | None:
@@ -307,11 +333,17 @@ def restore(args: argparse.Namespace) -> dict:
     encoding = check_restore_arguments(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     release_freed_activations()
-    net = prepare_for_inference(build_restore_network(args), device)
+    if is_onnx_model(args.model):  # an export of scripts/export.py, run by ONNX Runtime in float32
+        if args.half or args.bf16:
+            raise cli.UsageError("--half/--bf16: an ONNX model runs in float32 (the precision of its export)")
+        net = open_onnx_network(args.model, options.load(args.opt, args.set).network if args.opt else None)
+        device = net.device
+    else:
+        net = prepare_for_inference(build_restore_network(args), device)
     if args.tile is not None and (args.tile % net.size_multiple or args.tile_overlap % net.size_multiple):
         raise cli.UsageError(f"--tile {args.tile} and --tile-overlap {args.tile_overlap} must be multiples of "
                              f"{net.size_multiple} for this network")
-    precision = choose_precision(args.precision or "auto", device)
+    precision = model_precision(args.precision or "auto", net, device)
     logger.info("precision: %s (%s)", precision.name, precision.reason)
     engine = Engine(net, precision=precision.dtype, tiling=Tiling(args.tile, args.tile_overlap))
     source = VideoFolderDataset(args.input, num_frame=net.num_frame, padding=args.padding, allow_gaps=args.allow_gaps)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from . import parse_network
 from .parse import Spec
@@ -45,3 +47,30 @@ def network_from_weights(path: str | os.PathLike) -> Spec:
         listed = ", ".join(f"{k}={spec.kwargs.get(k)!r} but its weights have {v!r}" for k, v in differing.items())
         raise CheckpointError(f"{path}: the recorded architecture does not match the weights: {listed}")
     return spec
+
+
+def check_exported_network(recorded: Mapping[str, Any], spec: Spec, source: str | os.PathLike) -> None:
+    """Refuse an exported model (e.g. ONNX) whose recorded network section is not ``spec`` (an
+    option file's): ``CheckpointError`` naming the arguments that differ. The DCN backend is not
+    part of an export; an unset centre index means ``num_frame // 2``."""
+    from models.checkpoint import CheckpointError
+
+    exported = parse_network(recorded, f"{source} [architecture]")
+
+    def arguments(section: Spec) -> dict[str, Any]:
+        kwargs = {key: value for key, value in section.kwargs.items() if key != "dcn_backend"}
+        if "center_frame_idx" in kwargs and kwargs["center_frame_idx"] is None:
+            kwargs["center_frame_idx"] = kwargs.get("num_frame", 1) // 2
+        return kwargs
+
+    theirs, ours = arguments(exported), arguments(spec)
+    if exported.type != spec.type:
+        differing = [f"type={exported.type!r} in the export but {spec.type!r} in the options"]
+    else:
+        differing = [f"{key}={theirs.get(key)!r} in the export but {ours.get(key)!r} in the options"
+                     for key in sorted(theirs.keys() | ours.keys()) if theirs.get(key) != ours.get(key)]
+    if differing:
+        raise CheckpointError(f"{source}: exported from another network than the options give: "
+                              f"{', '.join(differing)}",
+                              hint="use the network section the model was exported with, or export these "
+                                   "weights again with scripts/export.py")

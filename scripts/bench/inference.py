@@ -12,7 +12,10 @@ settings: the path ``test.py --input`` takes, in the precision it picks by defau
 one. The peer is what the reference implementations (BasicSR, EDVR) do: one plain forward per
 5-frame window, NCHW, float32, torchvision's DCN kernel. Printed: seconds per frame, peak memory
 (RSS; on CUDA also the peak allocated GPU memory) and the speed-up over the peer of the same size
-and device in the same round, as median [min-max] over the rounds.
+and device in the same round, as median [min-max] over the rounds. "ONNX Runtime" is the same
+stream on the network exported by ``scripts/export.py`` (exported in a child process first, so the
+export's memory is not counted), as ``test.py --model edvr.onnx`` runs it; each ONNX Runtime row
+is also compared with the float32 "ours" row of the same tiling.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Config:
     tile: int | None = None
     overlap: int = 0
     precision: str = "fp32"  # ours: "auto", "fp32", "bf16" or "fp16" (see choose_precision)
+    onnx: bool = False  # the ONNX export run by ONNX Runtime instead of the PyTorch network
 
 
 CONFIGS = {
@@ -53,6 +57,9 @@ CONFIGS = {
         "180x320 ours fp32": Config(180, 320),
         "180x320 ours auto, tiles 128+16": Config(180, 320, precision="auto", tile=128, overlap=16),
         "540x960 ours auto, tiles 256+16 (4K out)": Config(540, 960, precision="auto", tile=256, overlap=16),
+        "180x320 ours fp32, tiles 128+16": Config(180, 320, tile=128, overlap=16),
+        "180x320 ONNX Runtime": Config(180, 320, onnx=True),
+        "180x320 ONNX Runtime, tiles 128+16": Config(180, 320, tile=128, overlap=16, onnx=True),
     },
     "cuda": {
         "180x320 reference way (peer)": Config(180, 320, peer=True),
@@ -97,8 +104,16 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
     else:
         backend = "auto"
         release_freed_activations()  # as test.py
-        net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
-        precision = choose_precision(config.precision, device)
+        if config.onnx:
+            from models.restoration.engine import Precision
+            from models.restoration.onnx_network import OnnxNetwork
+
+            net = OnnxNetwork(export_random_edvr_m())
+            device = net.device
+            precision = Precision("fp32", "ONNX Runtime")
+        else:
+            net = prepare_for_inference(EDVR(dcn_backend=backend), device)  # EDVR-M
+            precision = choose_precision(config.precision, device)
         engine = Engine(net, precision=precision.dtype, tiling=Tiling(config.tile, config.overlap))
         stream = iter(RestorationStream(clip.__getitem__, len(clip), WindowSchedule(net.num_frame), engine, device))
     next(stream)  # warm-up: first frame (allocations, backend load, cuDNN autotuning)
@@ -109,9 +124,27 @@ def run_one(config: Config, device_name: str, frames: int) -> dict:
         pass
     seconds = (time.perf_counter() - start) / frames
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    dcn = "onnxruntime" if config.onnx else get_backend(backend, device).name
     return {"s_per_frame": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mib": gpu, "backend": get_backend(backend, device).name,
+            "peak_gpu_mib": gpu, "backend": dcn,
             "precision": "fp32" if config.peer else f"{precision.name} ({precision.reason})"}
+
+
+def export_random_edvr_m() -> bytes:
+    """A random-weight EDVR-M (seed 0, as "ours") exported by scripts/export.py in a child process."""
+    import tempfile
+
+    import torch
+
+    from models.edvr import EDVR
+
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as folder:
+        weights, model = Path(folder) / "edvr_m.pth", Path(folder) / "edvr_m.onnx"
+        torch.manual_seed(0)
+        torch.save({"params": EDVR().state_dict()}, weights)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--model", str(weights),
+                        "--out", str(model)], check=True, capture_output=True)
+        return model.read_bytes()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,6 +196,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {runs[0]['backend']} | {runs[0]['precision']} | {spread(seconds)} | "
               f"{spread(rss, '.0f')} | {spread(gpu, '.0f') if gpu else '-'} | "
               f"{spread(speedups) + 'x' if speedups else 'n/a'} |", flush=True)
+    for name, runs in results.items():  # each ONNX Runtime row against our float32 PyTorch row, same tiling
+        ours = name.replace("ONNX Runtime", "ours fp32")
+        if configs[name].onnx and ours in results:
+            times = [r["s_per_frame"] / o["s_per_frame"] for r, o in zip(runs, results[ours])]
+            rss = [r["peak_rss_mib"] / o["peak_rss_mib"] for r, o in zip(runs, results[ours])]
+            print(f"{name} vs {ours}: time {spread(times)}x, peak RSS {spread(rss)}x")
 
 
 def spread(values: list[float], fmt: str = ".2f") -> str:
