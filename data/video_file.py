@@ -167,8 +167,12 @@ def video_stream_of(container: av.container.InputContainer, path: Path) -> av.vi
 
 
 def decoded_frames(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
-    """The frames of ``stream`` in presentation order, decoded with FFmpeg's threads."""
-    stream.thread_type = "AUTO"
+    """The frames of ``stream`` in presentation order, decoded on the calling thread.
+
+    No FFmpeg decoding threads: a reader is a dataset's frame source, and a DataLoader worker
+    forked while an open decoder's threads held a lock hung in the test suite. Decoding costs
+    milliseconds per frame next to the network's seconds, and ``FramePrefetcher`` overlaps it."""
+    stream.codec_context.thread_count = 1
     return container.decode(stream)
 
 
