@@ -241,8 +241,8 @@ def model_precision(requested: str, net, device: torch.device) -> Precision:
     PyTorch network; an exported ONNX model runs its float32 graph."""
     if isinstance(net, OnnxNetwork):
         if requested not in ("auto", "fp32"):
-            raise cli.UsageError(f"--precision {requested}: a model exported to ONNX runs in float32 with ONNX "
-                                 f"Runtime", hint="leave --precision out, or restore with the .pth weights")
+            raise cli.UsageError(f"--precision {requested}: an ONNX model runs in float32 (the precision of its "
+                                 f"export)", hint="leave --precision out, or restore with the .pth weights")
         return Precision("fp32", "ONNX Runtime runs the exported float32 graph")
     return choose_precision(requested, device)
 
@@ -334,8 +334,6 @@ def restore(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     release_freed_activations()
     if is_onnx_model(args.model):  # an export of scripts/export.py, run by ONNX Runtime in float32
-        if args.half or args.bf16:
-            raise cli.UsageError("--half/--bf16: an ONNX model runs in float32 (the precision of its export)")
         net = open_onnx_network(args.model, options.load(args.opt, args.set).network if args.opt else None)
         device = net.device
     else:
