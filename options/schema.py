@@ -298,7 +298,7 @@ class LossOptions:
 @dataclass
 class GuardOptions:
     """``train.guard``: the divergence guard (docs/training-stability.md). Every iteration it reads
-    each DCN pack's mean |offset|, the loss and whether loss and gradients are finite; when a
+    each DCN pack's mean |offset| and mean mask, the loss and whether loss and gradients are finite; when a
     condition holds it rolls the training back to the newest healthy checkpoint, lowers the
     learning rates and continues. After `max_rollbacks` rollbacks it stops, naming the cause."""
 
@@ -321,7 +321,7 @@ class GuardOptions:
         doc="iterations of the running loss median; no spike is looked for before the window is full")
     patience: int = option(
         3, minimum=1, maximum=10_000,
-        doc="consecutive iterations an offset or loss condition must hold to trigger")
+        doc="consecutive iterations an offset, mask or loss condition must hold to trigger")
     dcn_lr_factor: float = option(
         0.25, above=0, maximum=1, doc="each rollback multiplies the learning rate of the DCN packs by this")
     max_dcn_lr_mul: float | None = option(
