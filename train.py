@@ -169,7 +169,8 @@ def train(opts: options.Options, procs: Processes, auto_resume: bool = False) ->
             trigger = guard.observe(iteration, stats.health)
             if trigger is not None:  # back to a healthy checkpoint, with lower learning rates
                 try:
-                    rollback = guard.plan_rollback(trigger)
+                    dcn_lr_mul = opts.train.optim.dcn_lr_mul * trainer.dcn_lr_scale  # relative to the others
+                    rollback = guard.plan_rollback(trigger, dcn_lr_mul)
                 except TrainingDiverged as error:
                     stop_diverged(exp_dir, error, guard, procs, tb)
                     raise

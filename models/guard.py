@@ -7,16 +7,19 @@ rollbacks it asks for (``plan_rollback``). Everything it decides is a function o
 rank and, on CPU, in a resumed run: so rollbacks resume exactly and DDP ranks agree.
 
 Watched (``train.guard``): a DCN pack's mean |offset| above ``offset_threshold`` pixels (capped
-at the training patch's side: an offset longer than the patch samples outside it) and the loss
-above ``loss_spike_factor`` times its running median over ``loss_window`` iterations (each for
-``patience`` iterations in a row), and ``train.max_nonfinite_steps`` steps in a row whose
-loss or gradients were not finite (an isolated one is skipped by the trainer). A checkpoint is
-healthy when, from the step after the previous one to the step after it (the first to run on
-its weights), no condition held (not even once), no step was skipped and every pack's mean
-|offset| stayed at most half the threshold (offsets creeping up to the threshold are the start
-of the trouble, not a state to go back to). The newest healthy checkpoints (``ring_size``) are
-the rollback targets; a trouble that comes back before a new healthy checkpoint was written goes
-one checkpoint further back.
+at the training patch's side: an offset longer than the patch samples outside it), a pack's
+mean mask below ``min_mask_mean`` (the pack passes almost nothing: its alignment collapsed) and
+the loss above ``loss_spike_factor`` times its running median over ``loss_window`` iterations
+(each for ``patience`` iterations in a row), and ``train.max_nonfinite_steps`` steps in a row
+whose loss or gradients were not finite (an isolated one is skipped by the trainer). A
+checkpoint is healthy when, from the step after the previous one to the step after it (the
+first to run on its weights), no condition held (not even once), no step was skipped, every
+pack's mean |offset| stayed at most half the threshold and every pack's mean mask at least twice
+the minimum (values creeping towards a limit are the start of the trouble, not a state to go
+back to). The newest healthy checkpoints (``ring_size``) are the rollback targets; a trouble
+that comes back before a new healthy checkpoint was written goes one checkpoint further back.
+A rollback for offsets or masks (the DCN packs' trouble) also brings the DCN packs' learning-rate
+multiplier down to ``max_dcn_lr_mul`` when it is above.
 """
 
 from __future__ import annotations
@@ -47,13 +50,16 @@ class NonFiniteLossError(TrainingDiverged):
     """Too many consecutive training steps had a NaN or infinite loss (guard disabled)."""
 
 
-OFFSETS, LOSS_SPIKE, NON_FINITE = "offsets", "loss spike", "non-finite"
-HEALTHY_OFFSET_FRACTION = 0.5  # a healthy checkpoint's offsets stayed at most this part of the threshold
+OFFSETS, MASKS, LOSS_SPIKE, NON_FINITE = "offsets", "masks", "loss spike", "non-finite"
+DCN_CAUSES = (OFFSETS, MASKS)  # the DCN packs' own trouble: only their learning rate is lowered
+HEALTHY_MARGIN = 2.0  # a healthy checkpoint: offsets at most threshold / this, masks at least minimum x this
 
 HINTS = {
     OFFSETS: "lower train.optim.dcn_lr_mul or train.optim.lr, set train.grad_clip, bound the offsets of a "
              "new model with network.max_offset, or start the large model from a trained smaller one "
              "(path.pretrain_network_g)",
+    MASKS: "lower train.optim.dcn_lr_mul (the DCN packs learn too fast: their masks collapsed), set "
+           "train.grad_clip, or lower train.guard.min_mask_mean if such masks are normal for this model",
     LOSS_SPIKE: "lower train.optim.lr (and train.optim.dcn_lr_mul), set train.grad_clip, or check the data",
     NON_FINITE: "lower train.optim.lr, set train.grad_clip, or check the data of the batch keys logged above",
 }
@@ -70,7 +76,7 @@ class StepHealth:
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why the guard stepped in: ``cause`` (OFFSETS, LOSS_SPIKE, NON_FINITE) and a sentence."""
+    """Why the guard stepped in: ``cause`` (OFFSETS, MASKS, LOSS_SPIKE, NON_FINITE) and a sentence."""
 
     iteration: int
     cause: str
@@ -110,9 +116,11 @@ class DivergenceGuard:
         # the current branch (rewound with the weights on a rollback)
         self.dirty = False  # a condition held, or a step was skipped, since the last checkpoint
         self.peak_offset = 0.0  # the largest mean |offset| of a pack since the last checkpoint
+        self.floor_mask = 1.0  # the smallest mean mask of a pack since the last checkpoint
         self.pending: int | None = None  # a checkpoint healthy so far, until the step on its weights
         self.nonfinite_streak = 0
         self.offset_streak = 0
+        self.mask_streak = 0
         self.spike_streak = 0
         self.losses: list[float] = []  # the last loss_window finite losses, oldest first
 
@@ -126,10 +134,11 @@ class DivergenceGuard:
         if not self.enabled:
             return f"divergence guard off: {nonfinite} stop the training"
         opts = self.opts
+        mask = "" if opts.min_mask_mean is None else f", a pack's mean mask below {opts.min_mask_mean:g}"
         spike = "" if opts.loss_spike_factor is None else (
             f", the loss above {opts.loss_spike_factor:g} x its running median over {opts.loss_window} "
             "iterations")
-        return (f"divergence guard: a pack's mean |offset| above {self.threshold_text}{spike} "
+        return (f"divergence guard: a pack's mean |offset| above {self.threshold_text}{mask}{spike} "
                 f"({opts.patience} iterations in a row) or {nonfinite} roll the training back "
                 f"(at most {opts.max_rollbacks} times)")
 
@@ -155,38 +164,62 @@ class DivergenceGuard:
         if not self.enabled:
             return None
         high = self._high_offsets(health.offsets)
+        low = self._low_masks(health.offsets)
         spike = self._spike(health.loss)
         self.losses = (self.losses + [health.loss])[-self.opts.loss_window:]
         self.offset_streak = self.offset_streak + 1 if high else 0
+        self.mask_streak = self.mask_streak + 1 if low else 0
         self.spike_streak = self.spike_streak + 1 if spike is not None else 0
-        self.dirty = self.dirty or bool(high) or spike is not None
+        condition = bool(high) or bool(low) or spike is not None
+        self.dirty = self.dirty or condition
         step_peak = max((s.mean_abs for s in health.offsets), default=0.0)
+        step_floor = min((s.mean_mask for s in health.offsets), default=1.0)
         self.peak_offset = max(self.peak_offset, step_peak)
-        if high or spike is not None:
+        self.floor_mask = min(self.floor_mask, step_floor)
+        if condition:
             self._confirm_pending(False, "a trigger condition")
+        elif not self._masks_healthy(step_floor):
+            self._confirm_pending(False, f"a mean mask of {step_floor:.3f}")
         else:
             self._confirm_pending(self._offsets_healthy(step_peak), f"a mean |offset| of {step_peak:.1f} px")
         if self.offset_streak >= self.opts.patience:
             listed = ", ".join(f"{name} {value:.1f} px" for name, value in high)
             return Trigger(iteration, OFFSETS, f"mean |offset| above {self.threshold_text} for "
                                                f"{self.offset_streak} iterations ({listed})")
+        if self.mask_streak >= self.opts.patience:
+            listed = ", ".join(f"{name} {value:.3f}" for name, value in low)
+            return Trigger(iteration, MASKS, f"mean mask below {self.opts.min_mask_mean:g} (train.guard."
+                                             f"min_mask_mean) for {self.mask_streak} iterations ({listed})")
         if self.spike_streak >= self.opts.patience:
             factor = self.opts.loss_spike_factor
             return Trigger(iteration, LOSS_SPIKE, f"loss {health.loss:.4g} above {factor:g} x its running "
                                                   f"median {spike:.4g} for {self.spike_streak} iterations")
         return None
 
+    def _names(self, offsets: Sequence[OffsetStats]) -> list[str]:
+        return self.pack_names or [f"pack {i}" for i in range(len(offsets))]
+
     def _high_offsets(self, offsets: Sequence[OffsetStats]) -> list[tuple[str, float]]:
         threshold = self.offset_threshold
         if threshold is None:
             return []
-        names = self.pack_names or [f"pack {i}" for i in range(len(offsets))]
-        return [(name, s.mean_abs) for name, s in zip(names, offsets, strict=True)
+        return [(name, s.mean_abs) for name, s in zip(self._names(offsets), offsets, strict=True)
                 if not s.mean_abs <= threshold]  # NaN counts as high
+
+    def _low_masks(self, offsets: Sequence[OffsetStats]) -> list[tuple[str, float]]:
+        minimum = self.opts.min_mask_mean
+        if minimum is None:
+            return []
+        return [(name, s.mean_mask) for name, s in zip(self._names(offsets), offsets, strict=True)
+                if not s.mean_mask >= minimum]  # NaN counts as low
 
     def _offsets_healthy(self, peak: float) -> bool:
         """Whether a mean |offset| of ``peak`` (the largest of the packs') is fit for a rollback target."""
-        return self.offset_threshold is None or peak <= HEALTHY_OFFSET_FRACTION * self.offset_threshold
+        return self.offset_threshold is None or peak <= self.offset_threshold / HEALTHY_MARGIN
+
+    def _masks_healthy(self, floor: float) -> bool:
+        """Whether a mean mask of ``floor`` (the smallest of the packs') is fit for a rollback target."""
+        return self.opts.min_mask_mean is None or floor >= self.opts.min_mask_mean * HEALTHY_MARGIN
 
     def _confirm_pending(self, healthy: bool, what: str) -> None:
         """The step on the weights of the pending checkpoint decides whether it is a rollback target."""
@@ -218,17 +251,22 @@ class DivergenceGuard:
         elif not self._offsets_healthy(self.peak_offset):
             reason = (f"a mean |offset| reached {self.peak_offset:.1f} px since the previous checkpoint, "
                       f"above half the guard's threshold of {self.offset_threshold:g} px")
+        elif not self._masks_healthy(self.floor_mask):
+            reason = (f"a mean mask fell to {self.floor_mask:.3f} since the previous checkpoint, below twice "
+                      f"train.guard.min_mask_mean {self.opts.min_mask_mean:g}")
         else:
             reason = None
             self.pending = iteration
-        self.dirty, self.peak_offset = False, 0.0
+        self.dirty, self.peak_offset, self.floor_mask = False, 0.0, 1.0
         return reason
 
     # -- rollbacks ----------------------------------------------------------------------------
 
-    def plan_rollback(self, trigger: Trigger) -> Rollback:
+    def plan_rollback(self, trigger: Trigger, dcn_lr_mul: float = 1.0) -> Rollback:
         """The rollback for ``trigger``, recorded in the guard's state; raises ``TrainingDiverged``
-        when ``max_rollbacks`` are spent or no healthy checkpoint exists."""
+        when ``max_rollbacks`` are spent or no healthy checkpoint exists. ``dcn_lr_mul``: the DCN
+        packs' learning rate now, relative to the others' (``train.optim.dcn_lr_mul`` times the
+        factors of earlier rollbacks)."""
         diverged = f"the training diverged at iteration {trigger.iteration}: {trigger.detail}"
         if not self.ring:
             raise TrainingDiverged(f"{diverged}; there is no healthy checkpoint to roll back to",
@@ -245,12 +283,16 @@ class DivergenceGuard:
                 f"last healthy checkpoint, iteration {target}",
                 hint=HINTS[trigger.cause] + f"; then continue from iteration {target} with --auto-resume "
                      "(or raise train.guard.max_rollbacks)")
-        lr_factor = 1.0 if trigger.cause == OFFSETS else self.opts.lr_factor
+        lr_factor = 1.0 if trigger.cause in DCN_CAUSES else self.opts.lr_factor
+        dcn_lr_factor = self.opts.dcn_lr_factor
+        cap = self.opts.max_dcn_lr_mul
+        if trigger.cause in DCN_CAUSES and cap is not None and dcn_lr_mul * dcn_lr_factor > cap:
+            dcn_lr_factor = cap / dcn_lr_mul  # an absurd multiplier comes down in one rollback
         self.rollbacks += 1
         self.last_target = target
         self.history.append({**record, "action": "rollback", "lr_factor": lr_factor,
-                             "dcn_lr_factor": self.opts.dcn_lr_factor})
-        return Rollback(trigger, target, lr_factor, self.opts.dcn_lr_factor)
+                             "dcn_lr_factor": dcn_lr_factor})
+        return Rollback(trigger, target, lr_factor, dcn_lr_factor)
 
     def rewind(self, target_state: dict | None) -> None:
         """After the weights of the target were restored: the current branch's bookkeeping as it
@@ -286,5 +328,5 @@ def offset_threshold(configured: float | None, patch_size: int | None) -> tuple[
 
 
 # The bookkeeping of the current branch and its values at the start of a training
-BRANCH_FIELDS = {"dirty": False, "peak_offset": 0.0, "pending": None, "nonfinite_streak": 0,
-                 "offset_streak": 0, "spike_streak": 0, "losses": []}
+BRANCH_FIELDS = {"dirty": False, "peak_offset": 0.0, "floor_mask": 1.0, "pending": None,
+                 "nonfinite_streak": 0, "offset_streak": 0, "mask_streak": 0, "spike_streak": 0, "losses": []}

@@ -298,7 +298,7 @@ class LossOptions:
 @dataclass
 class GuardOptions:
     """``train.guard``: the divergence guard (docs/training-stability.md). Every iteration it reads
-    each DCN pack's mean |offset|, the loss and whether loss and gradients are finite; when a
+    each DCN pack's mean |offset| and mean mask, the loss and whether loss and gradients are finite; when a
     condition holds it rolls the training back to the newest healthy checkpoint, lowers the
     learning rates and continues. After `max_rollbacks` rollbacks it stops, naming the cause."""
 
@@ -309,6 +309,10 @@ class GuardOptions:
         50.0, above=0, maximum=10**6,
         doc="trigger when a DCN pack's mean |offset| (pixels) stays above this, capped at the training "
             "patch's side (gt_size / scale; 1/4 of it with hr_in): BasicSR warns at 50 (null: not watched)")
+    min_mask_mean: float | None = option(
+        0.05, above=0, below=1,
+        doc="trigger when a DCN pack's mean modulation mask stays below this (0.5 at initialisation; near 0 "
+            "the pack passes almost nothing: its alignment collapsed) (null: not watched)")
     loss_spike_factor: float | None = option(
         10.0, above=1, maximum=10**6,
         doc="trigger when the loss stays above this times its running median (null: not watched)")
@@ -317,9 +321,14 @@ class GuardOptions:
         doc="iterations of the running loss median; no spike is looked for before the window is full")
     patience: int = option(
         3, minimum=1, maximum=10_000,
-        doc="consecutive iterations an offset or loss condition must hold to trigger")
+        doc="consecutive iterations an offset, mask or loss condition must hold to trigger")
     dcn_lr_factor: float = option(
         0.25, above=0, maximum=1, doc="each rollback multiplies the learning rate of the DCN packs by this")
+    max_dcn_lr_mul: float | None = option(
+        1.0, above=0, maximum=1000,
+        doc="a rollback for offsets or masks also brings the DCN packs' learning rate down to at most this "
+            "times the others' (train.optim.dcn_lr_mul with the rollbacks' factors; 1: EDVR's published "
+            "recipes) (null: only dcn_lr_factor)")
     lr_factor: float = option(
         0.5, above=0, maximum=1,
         doc="a rollback for a loss spike or non-finite values also multiplies every learning rate by this "

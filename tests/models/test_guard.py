@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from models.guard import (LOSS_SPIKE, NON_FINITE, OFFSETS, DivergenceGuard, NonFiniteLossError, StepHealth,
-                          TrainingDiverged)
+from models.guard import (LOSS_SPIKE, MASKS, NON_FINITE, OFFSETS, DivergenceGuard, NonFiniteLossError,
+                          StepHealth, TrainingDiverged)
 from ops.dcn.modules import OffsetStats
 from options.parse import Validator
 from options.schema import GuardOptions
@@ -20,8 +20,10 @@ def guard(max_nonfinite_steps: int = 3, patch_size: int | None = None, **overrid
     return DivergenceGuard(opts, max_nonfinite_steps, PACKS, patch_size)
 
 
-def health(loss: float = 1.0, offset: float = 1.0, finite: bool = True, pack: int = 2) -> StepHealth:
-    offsets = [OffsetStats(offset if i == pack else 1.0, 3 * offset, 0.5) for i in range(len(PACKS))]
+def health(loss: float = 1.0, offset: float = 1.0, finite: bool = True, pack: int = 2,
+           mask: float = 0.5) -> StepHealth:
+    offsets = [OffsetStats(offset if i == pack else 1.0, 3 * offset, mask if i == pack else 0.5)
+               for i in range(len(PACKS))]
     return StepHealth(loss, finite, offsets)
 
 
@@ -54,6 +56,47 @@ def test_offset_threshold_is_capped_at_the_training_patch():
 
 def test_offset_threshold_null_watches_no_offsets():
     assert run(guard(offset_threshold=None, patience=1), [health(offset=1e4)] * 5) is None
+
+
+def test_a_collapsed_mask_for_patience_iterations_triggers():
+    g = guard(patience=2)  # min_mask_mean 0.05 by default
+    assert run(g, [health(mask=0.01), health(mask=0.2), health(mask=0.04)]) is None
+    trigger = run(g, [health(mask=0.002)], start=4)
+    assert trigger is not None and trigger.iteration == 4 and trigger.cause == MASKS
+    assert trigger.detail == "mean mask below 0.05 (train.guard.min_mask_mean) for 2 iterations (l1 0.002)"
+    assert run(guard(patience=1), [health(mask=math.nan)]).cause == MASKS  # NaN masks are not healthy
+    assert run(guard(patience=1, min_mask_mean=None), [health(mask=0.0)] * 5) is None
+
+
+def test_a_checkpoint_whose_masks_sank_below_twice_the_minimum_is_no_rollback_target():
+    g = guard()
+    run(g, [health(mask=0.3), health(mask=0.09)])
+    assert "mean mask fell to 0.090" in g.checkpoint_written(2)
+    run(g, [health(mask=0.1)], start=3)
+    assert g.checkpoint_written(3) is None
+    run(g, [health(mask=0.08)], start=4)  # the step on its weights
+    assert g.ring == []
+    run(g, [health(mask=0.5)], start=5)
+    assert "fell to 0.080" in g.checkpoint_written(5)  # step 4 belongs to the period of checkpoint 5
+    run(g, [health(mask=0.5)], start=6)
+    assert g.checkpoint_written(6) is None
+    run(g, [health(mask=0.5)], start=7)
+    assert g.ring == [6]
+
+
+def test_a_rollback_for_the_dcn_packs_brings_an_absurd_dcn_multiplier_down_to_the_cap():
+    def dcn_factor(cause_steps, dcn_lr_mul: float, **overrides) -> float:
+        g = guard(patience=1, **overrides)
+        g.checkpoint_written(0)
+        return g.plan_rollback(run(g, [health(), *cause_steps]), dcn_lr_mul).dcn_lr_factor
+
+    offsets, masks, nonfinite = [health(offset=60)], [health(mask=0.001)], [health(finite=False)] * 3
+    assert dcn_factor(offsets, 300) == pytest.approx(1 / 300)  # max_dcn_lr_mul 1 by default
+    assert dcn_factor(masks, 75) == pytest.approx(1 / 75)
+    assert dcn_factor(masks, 2, max_dcn_lr_mul=0.1) == pytest.approx(0.05)
+    assert dcn_factor(offsets, 1) == 0.25  # below the cap: dcn_lr_factor alone
+    assert dcn_factor(offsets, 300, max_dcn_lr_mul=None) == 0.25
+    assert dcn_factor(nonfinite, 300) == 0.25  # not the DCN packs' trouble: every learning rate x lr_factor
 
 
 def test_loss_spike_against_the_running_median_once_the_window_is_full():

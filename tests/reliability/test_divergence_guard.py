@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The tiny recipe of tests/builders.py (checkpoints every 3 iterations, 2 TSA warm-up iterations,
 # 8x8 LR patches, so the guard's threshold is 8 px) pushed: its offsets pass 8 px within 6
 # iterations (they stay under 1 px without the push).
-PUSH = ["--set", "train.optim.dcn_lr_mul=1000", "--set", "train.guard.dcn_lr_factor=0.01",
-        "--set", "datasets.val=[]"]
+# A rollback for offsets brings the DCN learning rate down to the others' (train.guard.max_dcn_lr_mul 1).
+PUSH = ["--set", "train.optim.dcn_lr_mul=1000", "--set", "datasets.val=[]"]
 
 
 def pushed_options(demo: Path, tmp_path: Path, name: str, total_iter: int = 12) -> Path:
@@ -56,13 +56,13 @@ def test_pushed_training_rolls_back_and_finishes_healthy(demo, tmp_path):
            "at the 8-pixel training patch) for 3 iterations" in log
     # checkpoint 3 holds the first DCN update (at 1000x): the step on its weights measured 7 px
     assert "checkpoint of iteration 3 is not a rollback target" in log
-    assert "rollback 1/4 to the healthy checkpoint of iteration 0" in log and "DCN x0.01" in log
+    assert "rollback 1/4 to the healthy checkpoint of iteration 0" in log and "DCN x0.001" in log
     assert "rollback 2/" not in log and "training done: 12 iterations" in log
     assert max(last_offsets(log)) < 8 / 2  # healthy at the end
     final = weights(exp, "12")
     assert all(torch.isfinite(v).all() for key in ("params", "params_ema") for v in final[key].values())
     state = torch.load(exp / "training_states" / "12.state", weights_only=True)
-    assert state["guard"]["rollbacks"] == 1 and state["trainer"]["dcn_lr_scale"] == pytest.approx(0.01)
+    assert state["guard"]["rollbacks"] == 1 and state["trainer"]["dcn_lr_scale"] == pytest.approx(0.001)
     assert state["guard"]["history"][0]["cause"] == "offsets"
     assert list((exp / "rolled_back" / "1" / "training_states").iterdir())  # the abandoned branch, kept
 
