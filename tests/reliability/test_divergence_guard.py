@@ -168,8 +168,10 @@ def test_the_demo_recipe_is_untouched_by_the_guard(demo, tmp_path):
                        *[arg for override in overrides for arg in ("--set", override)]])
     exp = tmp_path / "demo_edvr"
     log = (exp / "logs" / "train.log").read_text()
-    assert "guard:" not in log and "not a rollback target" not in log and "non-finite" not in log
+    events = "\n".join(line for line in log.splitlines() if "divergence guard:" not in line)  # not the rules line
+    assert "guard:" not in events and "not a rollback target" not in events and "non-finite" not in events
     assert max(last_offsets(log)) < 5
     state = torch.load(exp / "training_states" / "150.state", weights_only=True)
-    assert state["guard"]["ring"] == [50, 100, 150] and state["guard"]["rollbacks"] == 0
+    # every checkpoint is a target once a healthy step ran on its weights: the last one (150) not yet
+    assert state["guard"]["ring"] == [0, 50, 100] and state["guard"]["rollbacks"] == 0
     assert len(state["guard"]["losses"]) == 100
