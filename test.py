@@ -257,6 +257,8 @@ def check_restore_arguments(args: argparse.Namespace) -> VideoEncoding | None:
     if args.precision == "fp16" and not torch.cuda.is_available():
         raise cli.UsageError("--precision fp16 (--half) needs a CUDA GPU (float16 on CPU is slow and "
                              "inaccurate); use --precision auto or bf16 on CPU")
+    if not args.input.exists():  # before the network is built: the cheapest mistake is named first
+        raise FileNotFoundError(f"{args.input}: no such folder or video file")
     inputs = [p for p in (args.input, args.model, args.gt, args.opt and Path(args.opt)) if p is not None]
     if args.output is not None:
         check_location(args.output, inputs)
