@@ -15,6 +15,16 @@ def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 1)
 
 
+def conv_part(conv: nn.Conv2d, x: Tensor, part: int, parts: int = 2) -> Tensor:
+    """``conv`` restricted to the ``part``-th of ``parts`` equal blocks of its input channels, applied
+    to ``x`` (that block's features; the bias goes with part 0). ``conv(cat((a, b), dim=1))`` equals
+    ``conv_part(conv, a, 0) + conv_part(conv, b, 1)`` up to rounding, without the concatenation, so a
+    block shared by many inputs can be computed once."""
+    width = conv.in_channels // parts
+    weight = conv.weight[:, part * width : (part + 1) * width]
+    return F.conv2d(x, weight, conv.bias if part == 0 else None, conv.stride, conv.padding, conv.dilation)
+
+
 def lrelu(x: Tensor, inplace: bool = False) -> Tensor:
     """LeakyReLU with slope 0.1, the activation used throughout EDVR."""
     return F.leaky_relu(x, 0.1, inplace=inplace)

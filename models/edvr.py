@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ops.dcn import DCNv2Pack, dcn_packs
 
-from .blocks import ResidualBlockNoBN, conv1x1, conv3x3, lrelu, residual_blocks, upsample2x
+from .blocks import ResidualBlockNoBN, conv1x1, conv3x3, conv_part, lrelu, residual_blocks, upsample2x
 
 LEVELS = ("l3", "l2", "l1")  # coarse to fine
 
@@ -27,9 +27,17 @@ LEVELS = ("l3", "l2", "l1")  # coarse to fine
 class PCDAlignment(nn.Module):
     """Pyramid, Cascading and Deformable alignment of neighbour features to the reference.
 
-    ``forward(nbr_feat_l, ref_feat_l)``: lists [L1, L2, L3] of (N, F, H/2^i, W/2^i)
-    features of the neighbour and the reference frame; returns aligned (N, F, H, W).
-    N may hold many (batch, frame) pairs at once.
+    ``forward(nbr_feat_l, ref_feat_l)``: lists [L1, L2, L3] of (N, F, H/2^i, W/2^i) features of
+    the neighbour frames and (R, F, H/2^i, W/2^i) of the reference frames, N a multiple of R:
+    neighbour n is aligned to reference n // (N / R); returns aligned (N, F, H, W). R = N aligns
+    pairs; N = B*T neighbours and R = B references align every frame of B clips to its clip's
+    centre frame at once.
+
+    The offset convolutions that see ``cat(neighbour, reference)`` (``offset_conv1`` per level,
+    ``cas_offset_conv1``) are computed as a neighbour part plus a reference part
+    (``conv_part``): the reference's part (``reference_terms``) is computed once for all its
+    neighbours, and no concatenation is made. Same parameters and, up to rounding, the same
+    result as the reference's concatenating convolutions.
     """
 
     def __init__(self, num_feat: int = 64, deformable_groups: int = 8, dcn_backend: str | None = None,
@@ -57,10 +65,21 @@ class PCDAlignment(nn.Module):
         self.cas_dcnpack = DCNv2Pack(num_feat, num_feat, **dcn)
 
     def forward(self, nbr_feat_l: list[Tensor], ref_feat_l: list[Tensor]) -> Tensor:
+        return self.align(nbr_feat_l, self.reference_terms(ref_feat_l))
+
+    def reference_terms(self, ref_feat_l: list[Tensor]) -> list[Tensor]:
+        """The references' parts of ``offset_conv1`` at L3, L2, L1 and of ``cas_offset_conv1``:
+        four (R, F, h, w) tensors, what ``align`` adds to each neighbour's parts."""
+        terms = [conv_part(self.offset_conv1[level], ref_feat_l[index], 1) for index, level in zip((2, 1, 0), LEVELS)]
+        return [*terms, conv_part(self.cas_offset_conv1, ref_feat_l[0], 1)]
+
+    def align(self, nbr_feat_l: list[Tensor], ref_terms: list[Tensor]) -> Tensor:
+        """Neighbour pyramids (N, F, ...) aligned to the references whose ``reference_terms`` are
+        given ((R, F, ...), N a multiple of R): (N, F, H, W)."""
         up_offset = up_feat = None
-        for index, level in zip((2, 1, 0), LEVELS):
-            nbr, ref = nbr_feat_l[index], ref_feat_l[index]
-            offset = lrelu(self.offset_conv1[level](torch.cat((nbr, ref), dim=1)))
+        for index, level, ref_term in zip((2, 1, 0), LEVELS, ref_terms):
+            nbr = nbr_feat_l[index]
+            offset = lrelu(plus_reference(conv_part(self.offset_conv1[level], nbr, 0), ref_term))
             if level == "l3":
                 offset = lrelu(self.offset_conv2[level](offset))
             else:
@@ -74,9 +93,20 @@ class PCDAlignment(nn.Module):
                 # "offset" is a feature map, not raw offsets: x2 keeps its scale per level.
                 up_offset = upsample2x(offset) * 2
                 up_feat = upsample2x(feat)
-        offset = torch.cat((feat, ref_feat_l[0]), dim=1)
-        offset = lrelu(self.cas_offset_conv2(lrelu(self.cas_offset_conv1(offset))))
+        offset = lrelu(plus_reference(conv_part(self.cas_offset_conv1, feat, 0), ref_terms[3]))
+        offset = lrelu(self.cas_offset_conv2(offset))
         return lrelu(self.cas_dcnpack(feat, offset))
+
+
+def plus_reference(nbr_term: Tensor, ref_term: Tensor) -> Tensor:
+    """(N, ...) neighbour terms + (R, ...) reference terms, N a multiple of R: term n gets
+    reference term n // (N / R) (broadcast, no copy of the reference terms)."""
+    n, r = nbr_term.shape[0], ref_term.shape[0]
+    if n == r:
+        return nbr_term + ref_term
+    if r == 0 or n % r:
+        raise ValueError(f"PCD alignment: {n} neighbours cannot be split among {r} references")
+    return (nbr_term.unflatten(0, (r, -1)) + ref_term.unsqueeze(1)).flatten(0, 1)
 
 
 class TSAFusion(nn.Module):
@@ -346,8 +376,8 @@ class EDVR(nn.Module):
         self._check_input(x)
         b, t = x.shape[:2]
         pyramid = self.extract_features(x.flatten(0, 1))
-        # PCD: align every frame (the centre one too) to the centre frame, all B*T at once
-        ref = [self._centre_for_every_frame(feat, b, t) for feat in pyramid]
+        # PCD: align every frame (the centre one too) to its clip's centre frame, all B*T at once
+        ref = [feat.unflatten(0, (b, t))[:, self.center_frame_idx] for feat in pyramid]
         aligned = self.pcd_align(pyramid, ref)
         feat = self.fusion(aligned.unflatten(0, (b, t)))
         return self._reconstruct(feat, x[:, self.center_frame_idx])
@@ -383,7 +413,8 @@ class EDVR(nn.Module):
             raise ValueError(f"restore_from_features: expected {self.num_frame} pyramids, got {len(pyramids)}")
         centre = self.center_frame_idx
         order = [centre] + [i for i in range(self.num_frame) if i != centre]
-        aligned = ((i, self.pcd_align(pyramids[i], pyramids[centre])) for i in order)  # one frame at a time
+        ref_terms = self.pcd_align.reference_terms(pyramids[centre])  # once for the T neighbours
+        aligned = ((i, self.pcd_align.align(pyramids[i], ref_terms)) for i in order)  # one frame at a time
         return self._reconstruct(self.fusion.stream(aligned), x_center, strip_rows)
 
     def _reconstruct(self, feat: Tensor, x_center: Tensor, strip_rows: int | None = None) -> Tensor:
@@ -409,11 +440,6 @@ class EDVR(nn.Module):
         out = lrelu(self.conv_hr(out), inplace=True)
         return self.conv_last(out)
 
-    def _centre_for_every_frame(self, feat: Tensor, b: int, t: int) -> Tensor:
-        """(B*T, F, h, w) features -> the centre frame's, repeated T times, (B*T, F, h, w)."""
-        per_clip = feat.view(b, t, *feat.shape[1:])
-        centre = per_clip[:, self.center_frame_idx : self.center_frame_idx + 1]
-        return centre.expand_as(per_clip).reshape(feat.shape)
 
 
 # The upsampling tail's reach, in feature rows: upconv1 (3x3 at 1x), upconv2 (3x3 at 2x), conv_hr

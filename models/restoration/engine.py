@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ops.dcn import dcn_packs
+
 Pyramid = list[Tensor]  # a frame's feature pyramid [L1, L2, L3], each (1, F, h, w)
 
 
@@ -73,9 +75,12 @@ def prepare_for_inference(net: nn.Module, device: torch.device) -> nn.Module:
     """``net`` on ``device`` in eval mode, without gradients; on CPU in channels-last layout.
 
     Channels-last is oneDNN's native layout: convolutions skip a reorder of every input and
-    output (EDVR-M at 180x320: 11.3 -> 8.6 s per window on 2 cores). Changes ``net`` in place.
+    output (EDVR-M at 180x320: 11.3 -> 8.6 s per window on 2 cores). DCN offset statistics (a
+    training diagnostic) are turned off. Changes ``net`` in place.
     """
     net = net.to(device).eval().requires_grad_(False)
+    for pack in dcn_packs(net):
+        pack.track_offsets = False
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     return net

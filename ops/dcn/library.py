@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from . import build
 from .build import NativeBuildError
@@ -107,13 +108,26 @@ def _fake_forward(x, offset, mask, weight, bias, stride, padding, dilation):
                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _channels_last_empty(like: Tensor) -> Tensor:
+    """An empty (N, C, H, W) tensor like ``like``, channels-last strided."""
+    n, c, h, w = like.shape
+    return like.new_empty((n, h, w, c)).permute(0, 3, 1, 2)
+
+
+def _per_pixel_grad_empty(t: Tensor) -> Tensor:
+    """The offset or mask gradient as the kernels return it: channels-last on the CPU when the
+    input's channels are innermost (a channel slice of a channels-last tensor), else contiguous."""
+    innermost = t.device.type == "cpu" and not t.is_contiguous() and t.shape[1] > 1 and t.stride(1) == 1
+    return _channels_last_empty(t) if innermost else t.new_empty(t.shape)
+
+
 def _fake_backward(grad_out, x, offset, mask, weight, with_bias, stride, padding, dilation):
-    """Same shapes and strides as the real kernels: grad_x is channels-last strided."""
-    n, c, h, w = x.shape
-    grad_x = x.new_empty((n, h, w, c)).permute(0, 3, 1, 2)
-    grad_mask = mask.new_empty(mask.shape) if mask is not None else x.new_empty((0,))
+    """Same shapes and strides as the real kernels: grad_x is channels-last strided, the offset
+    and mask gradients as ``_per_pixel_grad_empty``."""
+    grad_x = _channels_last_empty(x)
+    grad_mask = _per_pixel_grad_empty(mask) if mask is not None else x.new_empty((0,))
     grad_bias = x.new_empty((weight.shape[0],)) if with_bias else x.new_empty((0,))
-    return grad_x, offset.new_empty(offset.shape), grad_mask, weight.new_empty(weight.shape), grad_bias
+    return grad_x, _per_pixel_grad_empty(offset), grad_mask, weight.new_empty(weight.shape), grad_bias
 
 
 def _setup_context(ctx, inputs, output) -> None:

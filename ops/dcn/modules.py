@@ -98,7 +98,8 @@ class DCNv2Pack(ModulatedDeformConv2d):
     once. On CUDA, reading them would stall the GPU, so each call starts an asynchronous copy
     to pinned host memory and a later call reads it once the copy has finished (no sync; the
     host values lag a few calls). Under ``torch.compile`` the statistics are off, so the
-    compiled graph stays free of host reads.
+    compiled graph stays free of host reads; ``track_offsets = False`` turns them off (restoration
+    does: about 10% of a bfloat16 frame on CPU went into them).
     """
 
     def __init__(self, *args, max_offset: float | None = None, **kwargs):
@@ -119,6 +120,7 @@ class DCNv2Pack(ModulatedDeformConv2d):
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
         self._monitor = OffsetMonitor()
+        self.track_offsets = True  # False: no statistics (restoration, which never reads them)
 
     @property
     def offset_stats(self) -> OffsetStats | None:
@@ -140,7 +142,7 @@ class DCNv2Pack(ModulatedDeformConv2d):
         if self.max_offset is not None:
             offset = self.max_offset * torch.tanh(offset / self.max_offset)
         mask = torch.sigmoid(mask)
-        if not torch.compiler.is_compiling():
+        if self.track_offsets and not torch.compiler.is_compiling():
             self._monitor.record(offset, mask)
         return deform_conv2d(
             x, offset, mask, self.weight, self.bias, self.stride, self.padding,
@@ -173,12 +175,15 @@ class OffsetStats(NamedTuple):
 
 def offset_statistics(offset: Tensor, mask: Tensor) -> Tensor:
     """(mean |offset|, max |offset|, mean mask) as a (3,) float32 tensor on the inputs' device
-    (reductions only: no |offset| copy, no host read)."""
+    (no host read)."""
     offset, mask = offset.detach(), mask.detach()
     dtype = torch.promote_types(offset.dtype, torch.float32)  # half precision summed in float32
-    mean_abs = torch.linalg.vector_norm(offset, ord=1, dtype=dtype) / offset.numel()
-    max_abs = torch.linalg.vector_norm(offset, ord=math.inf, dtype=dtype)
-    return torch.stack((mean_abs, max_abs, mask.mean(dtype=dtype))).float()
+    # One |offset| temporary and plain reductions: 4x faster than vector_norm(ord=1/inf, dtype=...)
+    # on a bfloat16 channel slice of a channels-last tensor (which converts the whole slice first).
+    magnitude = offset.abs()
+    max_abs = magnitude.amax().to(dtype) if magnitude.numel() else magnitude.new_zeros((), dtype=dtype)
+    return torch.stack((magnitude.sum(dtype=dtype) / offset.numel(), max_abs,
+                        mask.sum(dtype=dtype) / mask.numel())).float()
 
 
 class OffsetMonitor:

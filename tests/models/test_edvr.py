@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.blocks import ResidualBlockNoBN
-from models.edvr import EDVR
+from models.blocks import ResidualBlockNoBN, conv_part
+from models.edvr import EDVR, PCDAlignment
+from ops.dcn import dcn_packs
 
 # BasicSR's EDVR state-dict keys and shapes, one file per preset (facts copied into the repository)
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
@@ -216,3 +217,32 @@ def test_max_offset_keeps_the_reference_parameters_and_bounds_every_pack():
     assert max(p.offset_stats.max_abs for p in free.dcn_packs) > 2.0
     assert all(p.max_offset == 2.0 and p.offset_stats.max_abs <= 2.0 for p in bounded.dcn_packs)
     assert not torch.allclose(free_out, bounded_out)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_part_sums_to_the_concatenating_convolution(stride):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 5, 3, stride, 1).double()
+    a, b = torch.rand(2, 4, 9, 7, dtype=torch.float64), torch.rand(2, 4, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        expected = conv(torch.cat((a, b), dim=1))
+        torch.testing.assert_close(conv_part(conv, a, 0) + conv_part(conv, b, 1), expected, rtol=0, atol=1e-12)
+
+
+def test_pcd_alignment_shares_each_references_part_among_its_neighbours():
+    """B*T neighbours against B references (each reference's part computed once) align as
+    against the reference repeated for every neighbour; a count that does not divide is refused."""
+    torch.manual_seed(0)
+    pcd = PCDAlignment(num_feat=8, deformable_groups=2).double()
+    with torch.no_grad():
+        for pack in dcn_packs(pcd):
+            pack.conv_offset.weight.normal_(0, 0.05)
+            pack.conv_offset.bias.normal_(0, 1.0)
+    b, t = 2, 3
+    nbr = [torch.rand(b * t, 8, 12 // 2**i, 8 // 2**i, dtype=torch.float64) for i in range(3)]
+    ref = [torch.rand(b, 8, 12 // 2**i, 8 // 2**i, dtype=torch.float64) for i in range(3)]
+    repeated = [r.repeat_interleave(t, dim=0) for r in ref]
+    with torch.no_grad():
+        torch.testing.assert_close(pcd(nbr, ref), pcd(nbr, repeated), rtol=0, atol=1e-12)
+        with pytest.raises(ValueError, match="5 neighbours cannot be split among 2 references"):
+            pcd([f[:5] for f in nbr], ref)

@@ -100,13 +100,16 @@ def test_each_frame_pyramid_is_computed_once_and_windows_equal_the_forward(monke
 
 
 def test_prepared_network_restores_as_the_plain_one():
-    """prepare_for_inference (eval, no gradients, channels-last on CPU) changes layout, not results."""
+    """prepare_for_inference (eval, no gradients, channels-last on CPU, no DCN offset statistics)
+    changes layout and cost, not results."""
     net, prepared = tiny_edvr(), prepare_for_inference(tiny_edvr(), torch.device("cpu"))
     assert not prepared.training and not any(p.requires_grad for p in prepared.parameters())
     assert prepared.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
     lq = torch.rand(2, 5, 3, 24, 28)
     with torch.no_grad():
         torch.testing.assert_close(restore_window(prepared, lq), net(lq), rtol=0, atol=1e-5)
+    assert all(pack.offset_stats is not None for pack in net.dcn_packs)
+    assert all(pack.offset_stats is None for pack in prepared.dcn_packs)
 
 
 def test_bf16_autocast_restores_close_to_float32_and_returns_float32():

@@ -94,6 +94,29 @@ def test_native_cpu_output_takes_the_layout_of_x(native):
                                rtol=0, atol=1e-6)
 
 
+def test_native_cpu_offset_and_mask_gradients_take_their_inputs_layout(native):
+    """The backward returns the offset and mask gradients channels-last when the inputs are
+    channel slices of one channels-last tensor (what DCNv2Pack passes), so the convolution that
+    predicted them gets its gradient without a transpose; contiguous inputs, contiguous
+    gradients; the values are the same."""
+    tensors, kwargs = make_inputs(DcnCase(batch=2, in_channels=16, out_channels=8, height=9, width=11,
+                                          deform_groups=4), torch.float32)
+    t = dict(tensors, x=tensors["x"].contiguous(memory_format=torch.channels_last))
+    grad_out = torch.linspace(-1, 1, 2 * 8 * 9 * 11).view(2, 8, 9, 11)
+    params = (t["bias"] is not None, kwargs["stride"], kwargs["padding"], kwargs["dilation"])
+
+    def backward(offset, mask):
+        return torch.ops.vidrestore.deform_conv2d_backward(grad_out, t["x"], offset, mask, t["weight"], *params)
+
+    plain = backward(t["offset"], t["mask"])
+    both = torch.cat((t["offset"], t["mask"]), dim=1).contiguous(memory_format=torch.channels_last)
+    sliced = backward(*both.split((t["offset"].shape[1], t["mask"].shape[1]), dim=1))
+    for index in (1, 2):  # grad_offset, grad_mask
+        assert plain[index].is_contiguous()
+        assert sliced[index].is_contiguous(memory_format=torch.channels_last) and not sliced[index].is_contiguous()
+        torch.testing.assert_close(sliced[index], plain[index], rtol=0, atol=1e-6)
+
+
 def test_native_is_actually_used(native):
     """The op really dispatches to the compiled kernel (not a silent fallback)."""
     tensors, kwargs = make_inputs(CASES[0], torch.float64)

@@ -139,6 +139,16 @@ struct ImageArgs {
   int64_t mask_stride;
 };
 
+// Where a tile's offset and mask gradients go, laid out as ImageArgs' offset and mask: rows
+// from the tile's first pixel, offset_stride and mask_stride apart (mask may be nullptr).
+template <typename T>
+struct TileGrads {
+  T* offset;
+  T* mask;
+  int64_t offset_stride;
+  int64_t mask_stride;
+};
+
 // Bilinear sampling plan of one kernel point k and deformable group g for the pixels t of
 // a tile, structure of arrays. Corners in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1).
 // A sample outside the image (row <= -1, row >= H, col <= -1 or col >= W) has modulation 0
@@ -502,16 +512,14 @@ VIDRESTORE_INLINE void sample_tile_impl(const DeformConvShape& s, const ChannelR
 
 // The backward of a tile, given its column gradients (count x K*C): samples the columns
 // again into `columns` (for the weight gradient), writes the offset and mask gradients of
-// its pixels and adds the input gradient into grad_x ((H, W, C), accumulated in acc_t).
+// its pixels into `grads` and adds the input gradient into grad_x ((H, W, C), accumulated in acc_t).
 // `zeros` holds C zeros; `dummy` 4*C scratch values that corners outside the image write to.
 template <typename T, typename C>
 VIDRESTORE_INLINE void sample_and_scatter_tile_impl(
     const DeformConvShape& s, const ChannelRuns& runs, const ImageArgs<T>& img,
     SamplePlan<acc_type<T>, T>& plan, int64_t p_begin, int64_t count, const C* grad_columns,
-    const T* zeros, acc_type<T>* dummy, C* columns, acc_type<T>* grad_x, T* grad_offset,
-    T* grad_mask) {
+    const T* zeros, acc_type<T>* dummy, C* columns, acc_type<T>* grad_x, const TileGrads<T>& grads) {
   using A = acc_type<T>;
-  const int64_t pixels = s.out_pixels();
   const int64_t row_length = s.points() * s.in_channels;
   plan_tile_origins(s, p_begin, count, plan);
   for (int64_t k = 0; k < s.points(); ++k) {
@@ -529,9 +537,9 @@ VIDRESTORE_INLINE void sample_and_scatter_tile_impl(
                                            grad_columns + column, columns + column, row_length,
                                            run.length))
       }
-      offset_and_mask_grads(plan, count, grad_offset + (2 * gk) * pixels + p_begin,
-                            grad_offset + (2 * gk + 1) * pixels + p_begin,
-                            grad_mask ? grad_mask + gk * pixels + p_begin : nullptr);
+      offset_and_mask_grads(plan, count, grads.offset + (2 * gk) * grads.offset_stride,
+                            grads.offset + (2 * gk + 1) * grads.offset_stride,
+                            grads.mask ? grads.mask + gk * grads.mask_stride : nullptr);
     }
   }
 }
@@ -550,10 +558,10 @@ VIDRESTORE_INLINE void sample_and_scatter_tile_impl(
   VIDRESTORE_CLONES void sample_and_scatter_tile(                                                \
       const DeformConvShape& s, const ChannelRuns& runs, const ImageArgs<T>& img,                \
       SamplePlan<acc_type<T>, T>& plan, int64_t p_begin, int64_t count, const C* grad_columns,   \
-      const T* zeros, acc_type<T>* dummy, C* columns, acc_type<T>* grad_x, T* grad_offset,       \
-      T* grad_mask) {                                                                            \
+      const T* zeros, acc_type<T>* dummy, C* columns, acc_type<T>* grad_x,                      \
+      const TileGrads<T>& grads) {                                                               \
     sample_and_scatter_tile_impl<T, C>(s, runs, img, plan, p_begin, count, grad_columns, zeros,  \
-                                       dummy, columns, grad_x, grad_offset, grad_mask);          \
+                                       dummy, columns, grad_x, grads);                           \
   }
 
 VIDRESTORE_SAMPLING_VARIANTS(double, double)
@@ -607,6 +615,12 @@ bool is_channels_last(const at::Tensor& t) {
   return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
+// Whether a per-pixel tensor (N, C, Ho, Wo) has its channels innermost: channels-last, what a
+// convolution of a channels-last network produces, or a channel slice of such a tensor.
+bool channels_innermost(const at::Tensor& t) {
+  return !t.is_contiguous() && t.size(1) > 1 && t.stride(1) == 1;
+}
+
 // A per-pixel tensor (N, C, Ho, Wo) as (N, C, pixels), the way the GEMMs and the sampling
 // read it: a view of a contiguous or channels-last tensor (strided: the GEMMs read either
 // layout), a contiguous copy otherwise.
@@ -624,7 +638,7 @@ struct PerPixelInput {
   bool channels_last;
 
   PerPixelInput(const at::Tensor& t, int64_t pixels)
-      : channels_last(!t.is_contiguous() && t.size(1) > 1 && t.stride(1) == 1) {
+      : channels_last(channels_innermost(t)) {
     values = channels_last ? t.permute({0, 2, 3, 1}).reshape({t.size(0), pixels, t.size(1)})
                            : t.contiguous().view({t.size(0), t.size(1), pixels});
   }
@@ -643,6 +657,50 @@ struct PerPixelInput {
     }
     buffer.narrow(1, 0, count).copy_(values[n].narrow(0, p_begin, count).t());
     return {buffer.data_ptr<T>(), buffer.size(1)};
+  }
+};
+
+// The gradient of offsets or mask, (N, C, Ho, Wo), in the layout of the input it belongs to. A
+// contiguous one is written in place, row by row. When the input's channels are innermost, the
+// gradient is channels-last: each tile's rows are written into a small (C, tile) buffer and
+// transposed into place when the tile is done, so the convolution that predicted the offsets
+// and mask (channels-last) gets its gradient without a full-size transpose.
+struct PerPixelOutput {
+  at::Tensor tensor;  // (N, C, Ho, Wo), what the backward returns
+  at::Tensor values;  // (N, C, pixels) contiguous, or (N, pixels, C)
+  bool channels_last;
+
+  PerPixelOutput(const at::Tensor& input, const at::TensorOptions& options)
+      : channels_last(channels_innermost(input)) {
+    const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
+    if (channels_last) {
+      values = at::empty({n, h * w, c}, options);
+      tensor = values.view({n, h, w, c}).permute({0, 3, 1, 2});
+    } else {
+      tensor = at::empty({n, c, h, w}, options);
+      values = tensor.view({n, c, h * w});
+    }
+  }
+
+  // A thread's buffer for tiles of `tile` pixels.
+  at::Tensor buffer(int64_t tile) const {
+    return at::empty({channels_last ? values.size(2) : 0, tile}, values.options());
+  }
+
+  // Where the rows of image n's tile from pixel p_begin go, and their stride.
+  template <typename T>
+  std::pair<T*, int64_t> tile(int64_t n, int64_t p_begin, at::Tensor& buffer) const {
+    if (!channels_last) {
+      return {values.data_ptr<T>() + n * values.stride(0) + p_begin, values.size(2)};
+    }
+    return {buffer.data_ptr<T>(), buffer.size(1)};
+  }
+
+  // Moves a written tile from `buffer` into place (nothing to do when written in place).
+  void commit(int64_t n, int64_t p_begin, int64_t count, const at::Tensor& buffer) const {
+    if (channels_last) {
+      values[n].narrow(0, p_begin, count).copy_(buffer.narrow(1, 0, count).t());
+    }
   }
 };
 
@@ -822,7 +880,8 @@ std::vector<Slot> backward_slots(const DeformConvShape& s) {
 // Gradients of x ((N, H, W, C) in acc_t), offset, mask (in T), weight (as columns, in acc_t).
 template <typename T, typename C>
 void backward_typed(const Inputs& in, const at::Tensor& grad_out, const at::Tensor& weight_in,
-                    at::Tensor& grad_x, at::Tensor& grad_offset, at::Tensor& grad_mask,
+                    at::Tensor& grad_x, const PerPixelOutput& grad_offset,
+                    const std::optional<PerPixelOutput>& grad_mask,
                     at::Tensor& grad_weight) {
   using A = acc_type<T>;
   const DeformConvShape& s = in.s;
@@ -842,8 +901,6 @@ void backward_typed(const Inputs& in, const at::Tensor& grad_out, const at::Tens
   // In the column type the weight gradient of a tile is rounded once, then summed in acc_t.
   constexpr bool weight_grad_in_acc = std::is_same_v<C, A>;
   const at::Tensor grad_out_flat = pixels_view(grad_out);  // (N, Cout, pixels)
-  const int64_t offset_rows = 2 * s.deform_groups * s.points();
-  const int64_t mask_rows = s.deform_groups * s.points();
   std::vector<at::Tensor> slot_grad_x(slots.size());
   std::vector<at::Tensor> slot_grad_weight(slots.size());
 
@@ -857,6 +914,8 @@ void backward_typed(const Inputs& in, const at::Tensor& grad_out, const at::Tens
     at::Tensor weight_product = weight_grad_in_acc ? at::Tensor()
                                                    : at::empty({group_out, group_columns}, column_options);
     TileInputs<T> inputs(in, tile);
+    at::Tensor grad_offset_buffer = grad_offset.buffer(tile);
+    at::Tensor grad_mask_buffer = grad_mask ? grad_mask->buffer(tile) : at::Tensor();
     const std::vector<T> zeros(s.in_channels, T(0));
     std::vector<A> dummy(4 * s.in_channels);  // gradient of corners outside the image
     SamplePlan<A, T> plan(tile);
@@ -885,11 +944,16 @@ void backward_typed(const Inputs& in, const at::Tensor& grad_out, const at::Tens
                 .addmm_(grad_tile.narrow(0, group * group_out, group_out).t(),
                         columns_weight.narrow(0, group * group_out, group_out), /*beta=*/0, /*alpha=*/1);
           }
-          sample_and_scatter_tile(
-              s, runs, inputs.image(n, p_begin, count), plan, p_begin, count,
-              grad_columns.data_ptr<C>(), zeros.data(), dummy.data(), columns.data_ptr<C>(), grad_x_image,
-              grad_offset.data_ptr<T>() + n * offset_rows * pixels,
-              grad_mask.numel() ? grad_mask.data_ptr<T>() + n * mask_rows * pixels : nullptr);
+          const auto [offset_rows, offset_stride] = grad_offset.tile<T>(n, p_begin, grad_offset_buffer);
+          const auto [mask_rows, mask_stride] = grad_mask ? grad_mask->tile<T>(n, p_begin, grad_mask_buffer)
+                                                          : std::pair<T*, int64_t>{nullptr, 0};
+          sample_and_scatter_tile(s, runs, inputs.image(n, p_begin, count), plan, p_begin, count,
+                                  grad_columns.data_ptr<C>(), zeros.data(), dummy.data(), columns.data_ptr<C>(),
+                                  grad_x_image, TileGrads<T>{offset_rows, mask_rows, offset_stride, mask_stride});
+          grad_offset.commit(n, p_begin, count, grad_offset_buffer);
+          if (grad_mask) {
+            grad_mask->commit(n, p_begin, count, grad_mask_buffer);
+          }
           for (int64_t group = 0; group < s.groups; ++group) {
             // grad W_group += grad_tile @ columns_group
             const at::Tensor grad_group = grad_tile.narrow(0, group * group_out, group_out);
@@ -929,9 +993,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
   const bool has_mask = mask_in.has_value() && mask_in->defined();
   // Input and weight gradients accumulate in acc_t and are converted at the end.
   at::Tensor grad_x = at::zeros({s.batch, s.height, s.width, s.in_channels}, acc_options);
-  at::Tensor grad_offset = at::empty(offset_in.sizes(), x_in.options());
-  at::Tensor grad_mask =
-      has_mask ? at::empty(mask_in->sizes(), x_in.options()) : at::empty({0}, x_in.options());
+  // Offset and mask gradients in their inputs' layouts (see PerPixelOutput).
+  const PerPixelOutput grad_offset(offset_in, x_in.options());
+  std::optional<PerPixelOutput> grad_mask;
+  if (has_mask) {
+    grad_mask.emplace(*mask_in, x_in.options());
+  }
   at::Tensor grad_weight = at::zeros({s.out_channels, s.points() * s.channels_per_group()}, acc_options);
   at::Tensor grad_bias = with_bias ? grad_out.sum({0, 2, 3}) : at::empty({0}, x_in.options());
 
@@ -964,8 +1031,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                     .reshape(weight_in.sizes())
                     .to(dtype)
                     .contiguous();
-  return std::make_tuple(grad_x.to(dtype).permute({0, 3, 1, 2}), grad_offset, grad_mask, grad_weight,
-                         grad_bias);
+  return std::make_tuple(grad_x.to(dtype).permute({0, 3, 1, 2}), grad_offset.tensor,
+                         grad_mask ? grad_mask->tensor : at::empty({0}, x_in.options()), grad_weight, grad_bias);
 }
 
 }  // namespace
