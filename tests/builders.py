@@ -124,7 +124,7 @@ def write_train_options(path: Path, demo: Path, experiments: Path, total_iter: i
               "lmdb": ("train_sharp.lmdb", "train_sharp_bicubic_X4.lmdb")}[backend]
     net = ", ".join(f"{k}: {v}" for k, v in TINY_EDVR.items())
     clip_007 = (f"{{type: VideoTestDataset, dataroot_lq: {demo / 'train_sharp_bicubic/X4'}, "
-                f"dataroot_gt: {demo / 'train_sharp'}, clips: ['007']}}")
+                f"dataroot_gt: {demo / 'train_sharp'}, clips: ['006']}}")
     path.write_text(f"""
 name: tiny
 manual_seed: 7

@@ -1,6 +1,6 @@
 """The PSNR cost of restoring in bfloat16 (or float16) instead of float32, for one trained model.
 
-    python scripts/bench/precision.py --weights experiments/demo_edvr/models/net_g_600.pth
+    python scripts/bench/precision.py --weights experiments/demo_edvr/models/net_g_1000.pth
     python scripts/bench/precision.py --weights W.pth --opt options/test/demo.yml --frames 40
 
 The model (network of ``--opt``, weights ``--weights``) restores, in each precision of

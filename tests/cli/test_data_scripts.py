@@ -14,7 +14,7 @@ from data.storage import DataError, DiskStore, LmdbStore, read_clip_meta
 from models.outputs import MANIFEST_NAME, OutputError
 from options.cli import run
 from scripts.create_lmdb import main as create_lmdb_main
-from scripts.make_demo_data import CLIPS, VAL_CLIPS, make_demo_data
+from scripts.make_demo_data import CLIPS, VAL_CLIPS, VAL_SETS, make_demo_data
 from scripts.make_demo_data import main as make_demo_main
 from scripts.prepare_reds import main as prepare_reds_main
 from scripts.prepare_reds import prepare_reds
@@ -133,9 +133,11 @@ def test_demo_dataset_layout(tmp_path_factory):
     demo = demo_dataset(tmp_path_factory)
     meta = read_clip_meta(demo / "meta_info_demo_GT.txt")
     assert [c for c, _ in meta] == [c.name for c in CLIPS] and all(n == 6 for _, n in meta)
-    assert [c for c, _ in read_clip_meta(demo / "meta_info_demo_val_GT.txt")] == list(VAL_CLIPS)
+    assert VAL_SETS == {"val": ("003",), "unseen": ("006",)}  # a scene of bikes.mp4; carphone, never trained on
+    for name, clips in VAL_SETS.items():
+        assert [c for c, _ in read_clip_meta(demo / f"meta_info_demo_{name}_GT.txt")] == list(clips)
     train = {c for c, _ in read_clip_meta(demo / "meta_info_demo_train_GT.txt")}
-    assert train.isdisjoint(VAL_CLIPS) and len(train) == len(CLIPS) - len(VAL_CLIPS)
+    assert train == {"000", "001", "002", "004", "005"} and train.isdisjoint(VAL_CLIPS)
     hr, lr = DiskStore(demo / "train_sharp"), DiskStore(demo / "train_sharp_bicubic" / "X4")
     for clip in ("000", "006"):
         h, w, _ = hr.shape(f"{clip}/00000005")
@@ -155,12 +157,12 @@ def test_demo_data_is_deterministic_and_not_overwritten(tmp_path):
     b = make_demo_data(tmp_path / "b", max_frames=2, progress=False)
     files_a, files_b = snapshot(a), snapshot(b)
     assert files_a.pop(MANIFEST_NAME) and files_b.pop(MANIFEST_NAME)  # what was written, and when
-    assert files_a == files_b and len(files_a) == 4 + 2 * 2 * len(CLIPS)
+    assert files_a == files_b and len(files_a) == 5 + 2 * 2 * len(CLIPS)
     with pytest.raises(OutputError, match="holds an earlier result") as excinfo:
         make_demo_main(["--out", str(a), "--max-frames", "1"])
     assert "--overwrite" in excinfo.value.hint
     make_demo_main(["--out", str(a), "--max-frames", "1", "--overwrite"])  # ours: replaced
-    assert len(snapshot(a)) == 5 + 2 * len(CLIPS)
+    assert len(snapshot(a)) == 6 + 2 * len(CLIPS)
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"precious")
     with pytest.raises(OutputError, match="not written by vidrestore"):

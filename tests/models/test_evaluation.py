@@ -19,7 +19,7 @@ def test_evaluation_reuses_each_frame_pyramid_within_a_clip(demo, monkeypatch):
     """evaluate() on a test set computes each frame's pyramid once per clip (the windows carry
     their clip indices) and scores what a plain forward per window scores."""
     dataset = VideoTestDataset(demo / "train_sharp_bicubic" / "X4", demo / "train_sharp",
-                               meta_info_file=demo / "meta_info_demo_val_GT.txt", num_frame=5)
+                               clips=["003", "006"], num_frame=5)
     metrics = {"psnr": MetricOptions()}
     net = tiny_edvr()
     calls = []
@@ -39,7 +39,7 @@ def test_evaluation_reuses_each_frame_pyramid_within_a_clip(demo, monkeypatch):
 
     plain = evaluate(Engine(PlainForward(tiny_edvr())), dataset, "demo_val", metrics, torch.device("cpu"),
                      progress=False)
-    for clip in ("003", "007"):
+    for clip in ("003", "006"):
         assert reused.clips[clip]["psnr"] == pytest.approx(plain.clips[clip]["psnr"], abs=1e-3)
 
 

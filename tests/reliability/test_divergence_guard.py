@@ -157,7 +157,7 @@ def test_ddp_ranks_roll_back_together(demo, tmp_path):
 
 @pytest.mark.slow
 def test_the_demo_recipe_is_untouched_by_the_guard(demo, tmp_path):
-    """The quickstart's recipe at its defaults (150 of its 600 iterations, so that the loss window
+    """The quickstart's recipe at its defaults (150 of its 1000 iterations, so that the loss window
     is full for 50 of them): nothing triggers and every checkpoint is a rollback target."""
     data = {"dataroot_gt": demo / "train_sharp", "dataroot_lq": demo / "train_sharp_bicubic/X4",
             "meta_info_file": demo / "meta_info_demo_train_GT.txt"}

@@ -63,7 +63,7 @@ def test_resume_applies_the_learning_rate_and_refuses_the_architecture(demo, tmp
 def test_latest_and_best_weights(demo, tmp_path):
     opts = write_options(tmp_path / "o.yml", demo, tmp_path / "exp", iters=4)
     val = (f"{{name: v, dataset: {{type: VideoTestDataset, dataroot_lq: {demo / 'train_sharp_bicubic/X4'}, "
-           f"dataroot_gt: {demo / 'train_sharp'}, clips: ['007']}}, num_worker: 0}}")
+           f"dataroot_gt: {demo / 'train_sharp'}, clips: ['006']}}, num_worker: 0}}")
     run(opts, "--set", f"datasets.val=[{val}]", "--set", "val.val_freq=1")
     models = tmp_path / "exp" / "chaos" / "models"
     latest, last = weights(models / "net_g_latest.pth"), weights(models / "net_g_4.pth")
