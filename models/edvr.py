@@ -279,10 +279,6 @@ class EDVR(nn.Module):
         dcn_backend: DCN backend for every DCNv2Pack (None: ``$VIDRESTORE_DCN`` or auto).
         max_offset: bound of every DCN offset in pixels, as ``max_offset * tanh(o / max_offset)``
             (None: unbounded, the reference; BasicSR weights give their outputs only with None).
-        num_feat_hr: channels of the upsampling tail at 2x and 4x size (``upconv2``'s output after
-            its pixel shuffle, ``conv_hr``): 64 in the reference, whatever ``num_feat``. Its 3x3
-            convolution at 4x size dominates the cost of a small network (with num_feat 32 and
-            width 64, about 80% of a training step); the quickstart's network uses 16.
     """
 
     def __init__(
@@ -300,7 +296,6 @@ class EDVR(nn.Module):
         with_tsa: bool = True,
         dcn_backend: str | None = None,
         max_offset: float | None = None,
-        num_feat_hr: int = 64,
     ):
         super().__init__()
         center_frame_idx = num_frame // 2 if center_frame_idx is None else center_frame_idx
@@ -308,8 +303,6 @@ class EDVR(nn.Module):
             raise ValueError(f"center_frame_idx: expected 0 <= index < num_frame={num_frame}, got {center_frame_idx}")
         if num_feat % deformable_groups:
             raise ValueError(f"num_feat ({num_feat}) must be divisible by deformable_groups ({deformable_groups})")
-        if num_feat_hr < 1:
-            raise ValueError(f"num_feat_hr: expected at least 1 channel, got {num_feat_hr}")
         if hr_in and not with_predeblur:
             raise ValueError(
                 "hr_in=True needs with_predeblur=True: the predeblur module is what reduces "
@@ -343,9 +336,9 @@ class EDVR(nn.Module):
         # reconstruction and x4 upsampling
         self.reconstruction = residual_blocks(num_reconstruct_block, num_feat)
         self.upconv1 = conv3x3(num_feat, num_feat * 4)
-        self.upconv2 = conv3x3(num_feat, num_feat_hr * 4)
-        self.conv_hr = conv3x3(num_feat_hr, num_feat_hr)
-        self.conv_last = conv3x3(num_feat_hr, num_out_ch)
+        self.upconv2 = conv3x3(num_feat, 64 * 4)
+        self.conv_hr = conv3x3(64, 64)
+        self.conv_last = conv3x3(64, num_out_ch)
 
     @property
     def scale(self) -> int:
@@ -492,5 +485,4 @@ def edvr_config_from_state_dict(state_dict: dict) -> dict:
         "hr_in": "predeblur.stride_conv_hr1.weight" in state_dict,
         "with_predeblur": with_predeblur,
         "with_tsa": with_tsa,
-        "num_feat_hr": shape("conv_hr.weight")[0],
     }

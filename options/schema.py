@@ -52,7 +52,6 @@ NETWORK_LIMITS = {
     "center_frame_idx": Limits(0, MAX_FRAMES - 1),
     "dcn_backend": Limits(choices=BACKEND_NAMES),
     "max_offset": Limits(above=0, maximum=1000),
-    "num_feat_hr": Limits(1, 1024),
 }
 
 
@@ -132,8 +131,7 @@ def edvr_parameter_count(kwargs: Mapping[str, Any]) -> int:
     else:
         count += _conv_parameters(frames * feat, feat, 1)
     count += kwargs["num_reconstruct_block"] * block + _conv_parameters(feat, 4 * feat, 3)
-    hr = kwargs["num_feat_hr"]
-    count += _conv_parameters(feat, 4 * hr, 3) + _conv_parameters(hr, hr, 3) + _conv_parameters(hr, kwargs["num_out_ch"], 3)
+    count += _conv_parameters(feat, 256, 3) + _conv_parameters(64, 64, 3) + _conv_parameters(64, kwargs["num_out_ch"], 3)
     return count
 
 

@@ -181,10 +181,10 @@ def test_registry_limits_name_real_arguments():
 @pytest.mark.parametrize("with_tsa,with_predeblur,hr_in", [(t, p, h) for t, p, h in itertools.product(
     [True, False], repeat=3) if p or not h])
 def test_parameter_count_matches_the_network(with_tsa, with_predeblur, hr_in):
-    for feat, groups, frames, extract, reconstruct, channels, hr in [(8, 2, 3, 1, 1, 3, 64), (12, 3, 7, 0, 2, 1, 5)]:
+    for feat, groups, frames, extract, reconstruct, channels in [(8, 2, 3, 1, 1, 3), (12, 3, 7, 0, 2, 1)]:
         kwargs = {"num_in_ch": channels, "num_out_ch": channels, "num_feat": feat, "num_frame": frames,
                   "deformable_groups": groups, "num_extract_block": extract, "num_reconstruct_block": reconstruct,
-                  "with_tsa": with_tsa, "with_predeblur": with_predeblur, "hr_in": hr_in, "num_feat_hr": hr}
+                  "with_tsa": with_tsa, "with_predeblur": with_predeblur, "hr_in": hr_in}
         net = EDVR(**kwargs)
         assert edvr_parameter_count(kwargs) == sum(p.numel() for p in net.parameters())
 
