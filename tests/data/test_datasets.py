@@ -75,6 +75,21 @@ def test_reds_disk_and_lmdb_give_identical_items(demo):
         assert a["key"] == b["key"] and torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
 
 
+def test_reds_cached_frames_give_identical_items_and_decode_each_frame_once(demo, monkeypatch):
+    plain, cached = demo_reds(demo, "disk"), demo_reds(demo, "disk", cache_frames=True)
+    decoded = []
+    read = cached.gt_store.store.read
+    monkeypatch.setattr(cached.gt_store.store, "read", lambda key: decoded.append(key) or read(key))
+    for index in (0, 7, 0, 7, 20):
+        random.seed(index)
+        a = plain[index]
+        random.seed(index)
+        b = cached[index]
+        assert a["key"] == b["key"] and torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+        b["gt"].fill_(0)  # an item is the caller's to modify: the cache keeps its own copy
+    assert len(decoded) == len(set(decoded)) == 3  # items 0, 7 and 20: each GT frame decoded once
+
+
 def test_reds_neighbours_follow_interval_and_stay_in_clip(demo):
     ds = demo_reds(demo, interval_list=[2], num_frame=3)
     read = ds.lq_store.read
