@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         run("scripts/make_demo_data.py", "--overwrite")
     else:
         run("scripts/make_demo_data.py")
-    run("train.py", "-opt", "options/train/demo.yml", "--auto-resume")
+    try:
+        run("train.py", "-opt", "options/train/demo.yml", "--auto-resume")
+    except subprocess.CalledProcessError:
+        if (ROOT / "experiments" / "demo_edvr" / "options.yml").is_file():
+            print("quickstart: experiments/demo_edvr holds an earlier training; if an earlier version of the "
+                  "quickstart (another recipe) wrote it, move it aside and run the quickstart again", file=sys.stderr)
+        raise
     run("test.py", "-opt", "options/test/demo.yml", "--bicubic")
     print(f"\nquickstart done in {time.perf_counter() - start:.0f} s; experiment in experiments/demo_edvr, "
           "tables in results/demo_edvr")
