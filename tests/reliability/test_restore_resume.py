@@ -69,10 +69,27 @@ def pngs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT unblocked and at its default disposition, as in a terminal
+    (a child inherits both; in the full suite it arrived ignored or blocked, so Python in the
+    child never saw Ctrl-C: the signal and its mask are not what these tests are about)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def signal_state(pid: int) -> str:
+    """The blocked and ignored signal masks of a process (/proc), for failure messages."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as error:
+        return f"(no /proc status: {error})"
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def start(command: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as handle:
         return subprocess.Popen([sys.executable, str(ROOT / "test.py"), *command], cwd=ROOT, stdout=handle,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=default_sigint)
 
 
 def stop_when(process: subprocess.Popen, ready: Callable[[], bool], sig: int, log: Path) -> None:
@@ -82,8 +99,11 @@ def stop_when(process: subprocess.Popen, ready: Callable[[], bool], sig: int, lo
         assert process.poll() is None, f"the run ended before the kill point:\n{log.read_text()}"
         assert time.monotonic() < deadline, f"kill point not reached:\n{log.read_text()}"
         time.sleep(0.005)
+    state = signal_state(process.pid)
     os.kill(process.pid, sig)
     process.wait()
+    with open(log, "a") as handle:
+        handle.write(f"\n[test] signal {sig} sent; the child's signal masks then: {state}\n")
 
 
 @pytest.fixture(scope="module")
