@@ -114,7 +114,7 @@ def test_a_pt2_program_from_the_command_line(tiny_weights, tmp_path, capsys):
     assert export("--model", tiny_weights, "--out", out) == 0
     assert "torch.export program, max |program - PyTorch|" in capsys.readouterr().out
     net = EDVR(**TINY_EDVR)
-    net.load_state_dict(torch.load(tiny_weights)["params"])
+    net.load_state_dict(torch.load(tiny_weights, weights_only=True)["params"])
     lq = torch.rand(2, 5, 3, 24, 36)
     with torch.no_grad():
         assert (torch.export.load(out).module()(lq) - net.eval()(lq)).abs().max() <= 1e-4
@@ -127,7 +127,7 @@ def test_an_aot_inductor_package_runs_with_the_op_library_loaded(tiny_weights, t
     out = tmp_path / "edvr_aoti.pt2"
     assert export("--model", tiny_weights, "--out", out, "--aoti") == 0
     net = EDVR(**TINY_EDVR)
-    net.load_state_dict(torch.load(tiny_weights)["params"])
+    net.load_state_dict(torch.load(tiny_weights, weights_only=True)["params"])
     lq = torch.rand(1, 5, 3, 32, 28)
     with torch.no_grad():
         assert (torch._inductor.aoti_load_package(str(out))(lq) - net.eval()(lq)).abs().max() <= 1e-4
