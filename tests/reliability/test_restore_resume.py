@@ -69,12 +69,14 @@ def pngs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
 
 
-def default_sigint() -> None:
-    """In the child before exec: SIGINT unblocked and at its default disposition, as in a terminal
-    (a child inherits both; in the full suite it arrived ignored or blocked, so Python in the
-    child never saw Ctrl-C: the signal and its mask are not what these tests are about)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# test.py run by a launcher that first unblocks SIGINT and gives it Python's handler, as in a
+# terminal. A child inherits SIGINT's disposition: a suite started in the background (`cmd &` in a
+# script, nohup) has it ignored, and Python then never installs its handler, so the child ignored
+# Ctrl-C and restored every frame (reproduced: the earlier test fails under a parent that ignores
+# SIGINT). A launcher rather than preexec_fn, which is unsafe in a process with threads.
+LAUNCHER = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+            "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def signal_state(pid: int) -> str:
@@ -88,8 +90,8 @@ def signal_state(pid: int) -> str:
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as handle:
-        return subprocess.Popen([sys.executable, str(ROOT / "test.py"), *command], cwd=ROOT, stdout=handle,
-                                stderr=subprocess.STDOUT, preexec_fn=default_sigint)
+        return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(ROOT / "test.py"), *command], cwd=ROOT,
+                                stdout=handle, stderr=subprocess.STDOUT)
 
 
 def stop_when(process: subprocess.Popen, ready: Callable[[], bool], sig: int, log: Path) -> None:
