@@ -441,7 +441,6 @@ class EDVR(nn.Module):
         return self.conv_last(out)
 
 
-
 # The upsampling tail's reach, in feature rows: upconv1 (3x3 at 1x), upconv2 (3x3 at 2x), conv_hr
 # and conv_last (3x3 at 4x) see 1 + 1/2 + 1/4 + 1/4 = 2 rows either side.
 UPSAMPLE_REACH = 2

@@ -893,7 +893,6 @@ void backward_typed(const Inputs& in, const at::Tensor& grad_out, const at::Tens
   const at::Tensor columns_weight = weight_as_columns(weight_in, s).to(dtype_of<C>());
   const ChannelRuns runs = channel_runs(s);
   const std::vector<Slot> slots = backward_slots(s);
-  const int64_t pixels = s.out_pixels();
   const int64_t image_size = s.height * s.width * s.in_channels;
   const int64_t tile = tile_pixels(s, sizeof(C));
   const int64_t row_length = s.points() * s.in_channels;
